@@ -1,0 +1,3 @@
+from audit_job.cli import main
+
+raise SystemExit(main())
