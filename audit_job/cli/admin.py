@@ -1,0 +1,66 @@
+"""`audit-job db ...` and `audit-job config show`."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import typer
+
+from audit_job.cli.common import loaded_config, run_async
+from audit_job.commands import admin as service
+from audit_job.render import Format
+
+
+def register(app: typer.Typer) -> None:
+    db = typer.Typer(help="Create and migrate the schema (Alembic).")
+    app.add_typer(db, name="db")
+    cfg = typer.Typer(help="Inspect the configuration.")
+    app.add_typer(cfg, name="config")
+
+    @db.command("upgrade")
+    def upgrade(
+        ctx: typer.Context, revision: str = typer.Argument("head", help="target revision")
+    ) -> None:
+        """Create or migrate the tables to the latest (or given) revision."""
+        result = run_async(service.db_upgrade(loaded_config(ctx), revision))
+        print(f"{result['database']}: schema at revision {result['to']} (was {result['from']})")
+
+    @db.command("downgrade")
+    def downgrade(
+        ctx: typer.Context, revision: str = typer.Argument(..., help="target revision, or base")
+    ) -> None:
+        """Migrate the schema back (base drops every audit-job table)."""
+        result = run_async(service.db_downgrade(loaded_config(ctx), revision))
+        print(f"{result['database']}: schema at revision {result['to']} (was {result['from']})")
+
+    @db.command("current")
+    def current(ctx: typer.Context) -> None:
+        """Show the schema revision of the database and the one this code needs."""
+        result = run_async(service.db_current(loaded_config(ctx)))
+        state = (
+            "up to date" if result["current"] == result["head"] else "needs: audit-job db upgrade"
+        )
+        print(
+            f"{result['database']}: revision {result['current']} (head {result['head']}, {state})"
+        )
+
+    @cfg.command("show")
+    def show(
+        ctx: typer.Context,
+        fmt: Format = typer.Option(Format.table, "--format", "-f", help="table (TOML) or json"),
+    ) -> None:
+        """Print the effective configuration, secrets masked."""
+        origin, data = service.config_show(loaded_config(ctx))
+        if fmt is Format.json:
+            json.dump({"origin": origin, "settings": data}, sys.stdout, indent=2)
+            print()
+            return
+        print(f"# effective configuration from {origin}")
+        for section, values in data.items():
+            print(f"\n[{section}]")
+            for key, value in values.items():
+                if value is None:
+                    print(f"# {key} = (not set)")
+                else:
+                    print(f"{key} = {json.dumps(value, ensure_ascii=False)}")

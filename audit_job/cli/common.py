@@ -1,0 +1,62 @@
+"""What every command family shares: the loaded config, the event loop, output helpers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import typer
+
+from audit_job import config
+
+T = TypeVar("T")
+log = logging.getLogger("audit_job")
+
+
+@dataclass
+class Globals:
+    config_path: str | None
+    verbose: bool
+    log_format: str
+    loaded: config.LoadedConfig | None = None
+
+
+def loaded_config(ctx: typer.Context) -> config.LoadedConfig:
+    """Load and validate the configuration once per process; warn about what it found."""
+    root = ctx.find_root()
+    globals_: Globals = root.obj
+    if globals_.loaded is None:
+        globals_.loaded = config.load(globals_.config_path)
+        for warning in globals_.loaded.warnings:
+            log.warning("%s", warning, extra={"event": "config_warning"})
+    return globals_.loaded
+
+
+def globals_of(ctx: typer.Context) -> Globals:
+    return ctx.find_root().obj
+
+
+def _loop_factory() -> Any:
+    try:
+        import uvloop  # optional extra: `pip install audit-job[fast]`
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        return runner.run(coro)
+
+
+def stdout_is_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
+def exit_with(code: int) -> None:
+    if code:
+        raise typer.Exit(code)

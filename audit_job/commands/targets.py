@@ -1,0 +1,216 @@
+"""Target management: CSV import (streamed, batched, idempotent), add, remove, list."""
+
+from __future__ import annotations
+
+import csv
+import unicodedata
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from audit_job.commands.database import open_database
+from audit_job.config import Settings
+from audit_job.errors import ConfigError
+from audit_job.store import targets as store
+from audit_job.store.tables import ID_LENGTH
+
+IMPORT_BATCH = 2000
+MAX_LINE_BYTES = 4096  # two 255-character ids in UTF-8 fit with room to spare
+_TRUE = {"true", "1", "yes", "y", "on"}
+_FALSE = {"false", "0", "no", "n", "off"}
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    line: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    line: int
+    app_id: str
+    user_id: str
+    enabled: bool | None
+
+
+@dataclass
+class ImportSummary:
+    read: int = 0
+    added: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+    rejections: list[Rejected] = field(default_factory=list)  # the first few, for display
+    total_after: int = 0
+
+
+def validate_id(name: str, value: str) -> str | None:
+    """Why `value` cannot be an app or user id, or None when it can."""
+    if not value:
+        return f"empty {name}"
+    if len(value) > ID_LENGTH:
+        return f"{name} longer than {ID_LENGTH} characters ({len(value)})"
+    for char in value:
+        if unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp") and char not in "\u200d":
+            return f"{name} contains a control character (U+{ord(char):04X})"
+    return None
+
+
+def _lines(stream: BinaryIO) -> Iterator[tuple[int, bytes | None]]:
+    """(line number, bytes without EOL), or None for a line too long to be a pair; a
+    giant line is skipped without ever holding it whole in memory."""
+    number = 0
+    while True:
+        chunk = stream.readline(MAX_LINE_BYTES + 1)
+        if not chunk:
+            return
+        number += 1
+        if len(chunk) > MAX_LINE_BYTES and not chunk.endswith(b"\n"):
+            while chunk and not chunk.endswith(b"\n"):
+                chunk = stream.readline(1 << 16)
+            yield number, None
+            continue
+        yield number, chunk.rstrip(b"\r\n")
+
+
+def parse_csv(stream: BinaryIO, name: str = "-") -> Iterator[Row | Rejected]:
+    """Rows of a `app_id,user_id[,enabled]` CSV, each valid or rejected with its line."""
+    lines = _lines(stream)
+    header: list[str] | None = None
+    for number, raw in lines:
+        if raw is None:
+            raise ConfigError(f"{name}: line {number}: header line too long")
+        text = raw.decode("utf-8", errors="replace").lstrip("\ufeff").strip()
+        if not text:
+            continue
+        header = [h.strip().lower() for h in next(csv.reader([text]))]
+        break
+    if header is None:
+        raise ConfigError(f"{name}: empty file: expected a header line 'app_id,user_id'")
+    if "app_id" not in header or "user_id" not in header:
+        raise ConfigError(
+            f"{name}: line 1: header must name app_id and user_id (got {','.join(header)!r})"
+        )
+    app_at, user_at = header.index("app_id"), header.index("user_id")
+    enabled_at = header.index("enabled") if "enabled" in header else None
+    width = max(app_at, user_at) + 1  # a missing trailing `enabled` means "unchanged"
+    for number, raw in lines:
+        if raw is None:
+            yield Rejected(number, f"line longer than {MAX_LINE_BYTES} bytes")
+            continue
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            yield Rejected(number, f"not valid UTF-8 (byte {exc.start + 1})")
+            continue
+        if not text.strip():
+            continue
+        if "\x00" in text:
+            yield Rejected(number, "contains a NUL byte")
+            continue
+        try:
+            fields = next(csv.reader([text], strict=True))
+        except csv.Error as exc:
+            yield Rejected(number, f"malformed CSV ({exc})")
+            continue
+        if len(fields) < width:
+            missing = [h for i, h in enumerate(header[:width]) if i >= len(fields)]
+            yield Rejected(number, f"missing column {', '.join(missing)}")
+            continue
+        app_id, user_id = fields[app_at].strip(), fields[user_at].strip()
+        problem = validate_id("app_id", app_id) or validate_id("user_id", user_id)
+        if problem:
+            yield Rejected(number, problem)
+            continue
+        enabled: bool | None = None
+        if enabled_at is not None and enabled_at < len(fields):
+            flag = fields[enabled_at].strip().lower()
+            if flag in _TRUE:
+                enabled = True
+            elif flag in _FALSE:
+                enabled = False
+            elif flag:
+                yield Rejected(number, f"enabled must be true or false, got {flag[:20]!r}")
+                continue
+        yield Row(number, app_id, user_id, enabled)
+
+
+async def import_csv(
+    settings: Settings, stream: BinaryIO, name: str, *, keep_rejections: int = 100
+) -> ImportSummary:
+    summary = ImportSummary()
+    async with open_database(settings) as engine:
+        async with engine.connect() as conn:
+            before = await store.count(conn)
+        batch: dict[tuple[str, str], bool | None] = {}
+        for item in parse_csv(stream, name):
+            if isinstance(item, Rejected):
+                summary.rejected += 1
+                if len(summary.rejections) < keep_rejections:
+                    summary.rejections.append(item)
+                continue
+            summary.read += 1
+            key = (item.app_id, item.user_id)
+            if key not in batch or item.enabled is not None:
+                batch[key] = item.enabled  # duplicates collapse; the last explicit flag wins
+            if len(batch) >= IMPORT_BATCH:
+                await _save(engine, batch)
+        await _save(engine, batch)
+        async with engine.connect() as conn:
+            summary.total_after = await store.count(conn)
+    summary.added = summary.total_after - before
+    summary.unchanged = summary.read - summary.added
+    return summary
+
+
+async def _save(engine, batch: dict[tuple[str, str], bool | None]) -> None:  # type: ignore[no-untyped-def]
+    if not batch:
+        return
+    rows = [(app, user, enabled) for (app, user), enabled in batch.items()]
+    async with engine.begin() as conn:  # one transaction a batch: all of it or none
+        await store.save_batch(conn, rows)
+    batch.clear()
+
+
+def _check_ids(app_id: str, user_id: str | None) -> None:
+    problem = validate_id("app_id", app_id) or (
+        validate_id("user_id", user_id) if user_id is not None else None
+    )
+    if problem:
+        raise ConfigError(problem)
+
+
+async def add(settings: Settings, app_id: str, user_id: str) -> str:
+    """'added', 'enabled' (it existed disabled) or 'exists'."""
+    _check_ids(app_id, user_id)
+    async with open_database(settings) as engine, engine.begin() as conn:
+        existing = await store.get_enabled(conn, app_id, user_id)
+        await store.save_batch(conn, [(app_id, user_id, True)])
+    return "added" if existing is None else ("exists" if existing else "enabled")
+
+
+async def remove(settings: Settings, app_id: str, user_id: str) -> bool:
+    async with open_database(settings) as engine, engine.begin() as conn:
+        return await store.remove(conn, app_id, user_id)
+
+
+async def set_enabled(settings: Settings, app_id: str, user_id: str | None, enabled: bool) -> int:
+    _check_ids(app_id, user_id)
+    async with open_database(settings) as engine, engine.begin() as conn:
+        return await store.set_enabled(conn, app_id, user_id, enabled)
+
+
+async def count(settings: Settings, app_id: str | None = None) -> dict[str, int]:
+    async with open_database(settings) as engine, engine.connect() as conn:
+        return {
+            "targets": await store.count(conn, app_id=app_id),
+            "enabled": await store.count(conn, app_id=app_id, enabled_only=True),
+        }
+
+
+async def listing(
+    settings: Settings, app_id: str | None = None, user_id: str | None = None
+) -> AsyncIterator[dict[str, object]]:
+    async with open_database(settings) as engine:
+        async for row in store.stream(engine, app_id=app_id, user_id=user_id):
+            yield row

@@ -1,0 +1,116 @@
+"""Opening the database: one AsyncEngine, SQLite pragmas, errors people can read."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from audit_job.errors import ConfigError, StoreError, StoreUnavailable
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def display_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "(unparseable URL)"
+
+
+def create_engine(
+    url: str, *, connect_timeout_seconds: float = 10, pool_size: int = 5
+) -> AsyncEngine:
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(f"[database] url: not a database URL: {display_url(url)}") from None
+    kwargs: dict[str, Any] = {}
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        if database and database != ":memory:" and not database.startswith("file:"):
+            folder = Path(database).expanduser().resolve().parent
+            if not folder.is_dir():
+                raise StoreUnavailable(
+                    f"cannot open database {display_url(url)}: folder {folder} does not exist"
+                )
+        kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+    elif parsed.get_backend_name() == "postgresql":
+        kwargs["connect_args"] = {
+            "timeout": connect_timeout_seconds,
+            "server_settings": {"application_name": "audit-job"},
+        }
+        kwargs["pool_size"] = pool_size
+        kwargs["pool_pre_ping"] = True
+    try:
+        engine = create_async_engine(parsed, **kwargs)
+    except (NoSuchModuleError, ArgumentError) as exc:
+        raise ConfigError(
+            f"[database] url: unsupported driver in {display_url(url)} "
+            "(use sqlite+aiosqlite:// or postgresql+asyncpg://)"
+        ) from exc
+    if engine.dialect.name == "sqlite":
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets readers (reports) work while a run writes; foreign keys are off by default.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.close()
+
+
+def describe_db_error(exc: BaseException, url: str | None = None) -> str:
+    """One line for a database failure, without the SQL and parameters."""
+    where = f" {display_url(url)}" if url else ""
+    orig = getattr(exc, "orig", None) or exc.__cause__ or exc
+    reason = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+    if "no such table" in reason or ("does not exist" in reason and "relation" in reason):
+        return f"database{where} is not initialised ({reason}); run: audit-job db upgrade"
+    return f"database{where}: {reason}"
+
+
+async def check_connection(engine: AsyncEngine) -> None:
+    """Connect once so a wrong URL is one clear line before any work starts."""
+    url = engine.url.render_as_string(hide_password=False)
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+    except (DBAPIError, OSError, SQLAlchemyError) as exc:
+        raise StoreUnavailable(
+            f"cannot connect to database {display_url(url)}: {_reason(exc)}"
+        ) from exc
+    except TimeoutError as exc:
+        raise StoreUnavailable(f"cannot connect to database {display_url(url)}: timed out") from exc
+
+
+def _reason(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    text_ = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+    return text_[:300]
+
+
+@contextlib.asynccontextmanager
+async def opened(url: str, **kwargs: Any) -> AsyncIterator[AsyncEngine]:
+    """An engine that is known to connect, disposed on exit."""
+    engine = create_engine(url, **kwargs)
+    try:
+        await check_connection(engine)
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+def wrap_store_error(exc: BaseException, url: str | None = None) -> StoreError:
+    return StoreError(describe_db_error(exc, url))

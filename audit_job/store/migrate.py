@@ -1,0 +1,70 @@
+"""Running the Alembic migrations from inside the tool (`audit-job db upgrade|current`)."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from audit_job.errors import StoreError
+
+
+def _alembic_config() -> Config:
+    cfg = Config()
+    location = Path(str(resources.files("audit_job.migrations")))
+    cfg.set_main_option("script_location", str(location))
+    return cfg
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+async def upgrade(engine: AsyncEngine, revision: str = "head") -> str | None:
+    return await _with_connection(engine, lambda cfg: command.upgrade(cfg, revision))
+
+
+async def downgrade(engine: AsyncEngine, revision: str) -> str | None:
+    return await _with_connection(engine, lambda cfg: command.downgrade(cfg, revision))
+
+
+async def current(engine: AsyncEngine) -> str | None:
+    async with engine.connect() as conn:
+        return await conn.run_sync(_current_revision)
+
+
+def _current_revision(connection: Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+async def _with_connection(engine: AsyncEngine, action) -> str | None:  # type: ignore[no-untyped-def]
+    cfg = _alembic_config()
+
+    def run(connection: Connection) -> str | None:
+        cfg.attributes["connection"] = connection
+        action(cfg)
+        return _current_revision(connection)
+
+    async with engine.begin() as conn:
+        return await conn.run_sync(run)
+
+
+async def require_current(engine: AsyncEngine) -> None:
+    """Refuse to work on a database whose schema is missing or older than this code."""
+    revision = await current(engine)
+    head = head_revision()
+    if revision is None:
+        raise StoreError("the database has no audit-job tables yet; run: audit-job db upgrade")
+    if revision != head:
+        raise StoreError(
+            f"the database schema is at revision {revision}, this audit-job needs {head}; "
+            "run: audit-job db upgrade"
+        )

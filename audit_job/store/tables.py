@@ -1,0 +1,117 @@
+"""The schema, as SQLAlchemy Core tables. Alembic migrations create it; column names are
+public (people query them with SQL), so change them only with a migration and a note."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+from audit_job.models import CheckStatus, RunStatus
+from audit_job.store.types import BigId, UtcDateTime
+
+ID_LENGTH = 255  # app and user ids; bounded so the schema ports to MySQL/MariaDB
+MESSAGE_LENGTH = 512
+REQUEST_ID_LENGTH = 128
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+def _one_of(column: str, values: list[str]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+audit_target = Table(
+    "audit_target",
+    metadata,
+    Column("app_id", String(ID_LENGTH), nullable=False),
+    Column("user_id", String(ID_LENGTH), nullable=False),
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    PrimaryKeyConstraint("app_id", "user_id"),
+)
+
+audit_run = Table(
+    "audit_run",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("trigger", String(16), nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("finished_at", UtcDateTime),
+    Column("heartbeat_at", UtcDateTime),
+    Column("total", Integer, nullable=False, default=0),
+    Column("active", Integer, nullable=False, default=0),
+    Column("inactive", Integer, nullable=False, default=0),
+    Column("failed", Integer, nullable=False, default=0),
+    Column("retries", Integer, nullable=False, default=0),
+    Column("throttled", Integer, nullable=False, default=0),
+    Column("owner", String(255)),  # host:pid of the process driving the run
+    Column("filters", Text),  # JSON: what the snapshot was narrowed to
+    Column("message", Text),  # why it failed, was interrupted, or what was missed
+    Column("scheduled_for", UtcDateTime),  # the schedule slot a daemon run belongs to
+    Column("epoch", BigId),  # leadership epoch of the daemon that started it (fencing)
+    Column("missed_count", Integer),
+    Column("missed_first", UtcDateTime),
+    Column("missed_last", UtcDateTime),
+    CheckConstraint(_one_of("status", [s.value for s in RunStatus]), name="status"),
+    UniqueConstraint("scheduled_for"),
+    Index(None, "status"),
+    Index(None, "started_at"),
+)
+
+session_check = Table(
+    "session_check",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("run_id", Integer, ForeignKey("audit_run.id", ondelete="CASCADE"), nullable=False),
+    Column("app_id", String(ID_LENGTH), nullable=False),
+    Column("user_id", String(ID_LENGTH), nullable=False),
+    Column("status", String(16), nullable=False, default=CheckStatus.PENDING.value),
+    Column("active", Boolean),
+    Column("checked_at", UtcDateTime),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("http_status", Integer),
+    Column("status_code", Integer),
+    Column("api_code", BigId),
+    Column("message", String(MESSAGE_LENGTH)),
+    Column("request_id", String(REQUEST_ID_LENGTH)),
+    Column("latency_ms", Integer),
+    Column("claimed_by", String(64)),  # worker holding the pending row (scale-out)
+    CheckConstraint(_one_of("status", [s.value for s in CheckStatus]), name="status"),
+    UniqueConstraint("run_id", "app_id", "user_id"),
+    Index(None, "run_id", "status", "id"),  # claim pending rows in order
+    Index(None, "app_id", "user_id", "run_id"),  # a pair's history
+)
+
+session_state = Table(
+    "session_state",
+    metadata,
+    Column("app_id", String(ID_LENGTH), nullable=False),
+    Column("user_id", String(ID_LENGTH), nullable=False),
+    Column("active", Boolean, nullable=False),
+    Column("checked_at", UtcDateTime, nullable=False),
+    Column("changed_at", UtcDateTime, nullable=False),
+    Column("run_id", Integer, nullable=False),
+    PrimaryKeyConstraint("app_id", "user_id"),
+    Index(None, "app_id", "active"),
+)

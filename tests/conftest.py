@@ -1,0 +1,147 @@
+"""Shared fixtures: every storage test runs on SQLite and on PostgreSQL.
+
+PostgreSQL databases are cloned per test from a template migrated once per session
+(CREATE DATABASE .. TEMPLATE), so each test starts from a fresh, migrated schema. Locally
+an unreachable PostgreSQL skips its half of the suite with a printed reason; under CI
+(CI=true) it fails instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from audit_job.store import migrate
+from audit_job.store.engine import create_engine
+
+PG_HOST = os.environ.get("AUDIT_JOB_TEST_PG_HOST", "127.0.0.1")
+PG_PORT = int(os.environ.get("AUDIT_JOB_TEST_PG_PORT", "5432"))
+PG_USER = os.environ.get("AUDIT_JOB_TEST_PG_USER", "postgres")
+PG_ADMIN_DB = os.environ.get("AUDIT_JOB_TEST_PG_DB", "test")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def pg_url(database: str) -> str:
+    return f"postgresql+asyncpg://{PG_USER}@{PG_HOST}:{PG_PORT}/{database}"
+
+
+async def _admin() -> asyncpg.Connection:
+    return await asyncpg.connect(
+        host=PG_HOST, port=PG_PORT, user=PG_USER, database=PG_ADMIN_DB, timeout=5
+    )
+
+
+def _pg_reason() -> str | None:
+    async def probe() -> None:
+        conn = await _admin()
+        await conn.close()
+
+    try:
+        asyncio.run(probe())
+    except Exception as exc:
+        return f"PostgreSQL at {PG_HOST}:{PG_PORT} unreachable: {exc}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[str]:
+    """A database migrated to head, to clone from. Fails under CI if PG is down."""
+    reason = _pg_reason()
+    if reason:
+        if IN_CI:
+            pytest.fail(f"{reason} (PostgreSQL is mandatory when CI is set)")
+        pytest.skip(reason)
+    name = f"audit_job_tpl_{os.getpid()}"
+
+    async def build() -> None:
+        conn = await _admin()
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+        engine = create_engine(pg_url(name))
+        try:
+            await migrate.upgrade(engine)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(build())
+    yield name
+
+    async def drop() -> None:
+        conn = await _admin()
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+    asyncio.run(drop())
+
+
+async def fresh_pg_database(template: str | None) -> str:
+    name = f"audit_job_t_{uuid.uuid4().hex[:12]}"
+    conn = await _admin()
+    try:
+        clause = f' TEMPLATE "{template}"' if template else ""
+        await conn.execute(f'CREATE DATABASE "{name}"{clause}')
+    finally:
+        await conn.close()
+    return name
+
+
+async def drop_pg_database(name: str) -> None:
+    conn = await _admin()
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.pg)])
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+async def db_url(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[str]:
+    """URL of a fresh database migrated to head, on each backend."""
+    if backend == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path}/audit.db"
+        engine = create_engine(url)
+        try:
+            await migrate.upgrade(engine)
+        finally:
+            await engine.dispose()
+        yield url
+        return
+    template = request.getfixturevalue("pg_template")
+    name = await fresh_pg_database(template)
+    try:
+        yield pg_url(name)
+    finally:
+        await drop_pg_database(name)
+
+
+@pytest.fixture
+async def empty_db_url(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[str]:
+    """URL of an empty database (no tables), on each backend."""
+    if backend == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path}/empty.db"
+        return
+    request.getfixturevalue("pg_template")  # skips or fails exactly like the others
+    name = await fresh_pg_database(None)
+    try:
+        yield pg_url(name)
+    finally:
+        await drop_pg_database(name)
