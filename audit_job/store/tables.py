@@ -73,6 +73,7 @@ audit_run = Table(
     Column("missed_count", Integer),
     Column("missed_first", UtcDateTime),
     Column("missed_last", UtcDateTime),
+    Column("snapshot_at", UtcDateTime),  # set once every pair of the run is in session_check
     CheckConstraint(_one_of("status", [s.value for s in RunStatus]), name="status"),
     UniqueConstraint("scheduled_for"),
     Index(None, "status"),
@@ -114,4 +115,28 @@ session_state = Table(
     Column("run_id", Integer, nullable=False),
     PrimaryKeyConstraint("app_id", "user_id"),
     Index(None, "app_id", "active"),
+)
+
+
+audit_worker = Table(
+    "audit_worker",
+    metadata,
+    Column("worker_id", String(64), primary_key=True),
+    Column("run_id", Integer, ForeignKey("audit_run.id", ondelete="CASCADE"), nullable=False),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("heartbeat_at", UtcDateTime, nullable=False),
+    Column("concurrency", Integer, nullable=False),
+    Index(None, "run_id", "heartbeat_at"),
+)
+
+leader_lease = Table(
+    "leader_lease",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("owner", String(255)),
+    Column("epoch", BigId, nullable=False),
+    Column("expires_at", UtcDateTime),
+    Column("renewed_at", UtcDateTime),
 )
