@@ -82,6 +82,10 @@ def validate(options: EmulatorOptions) -> None:
     for name in ("rate", "burst", "delay_ms", "jitter_ms", "hang_seconds"):
         if getattr(options, name) < 0:
             problems.append(f"{name}: must be >= 0, got {getattr(options, name)!r}")
+    if 0 < options.burst < 1:
+        problems.append(f"burst: must be 0 (= max(1, rate)) or >= 1, got {options.burst!r}")
+    if options.retry_after_seconds is not None and options.retry_after_seconds < 0:
+        problems.append(f"retry_after_seconds: must be >= 0, got {options.retry_after_seconds!r}")
     if options.token_ttl < 1:
         problems.append(f"token_ttl: must be >= 1, got {options.token_ttl!r}")
     if options.date_window_seconds <= 0:

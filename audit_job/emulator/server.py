@@ -23,6 +23,7 @@ from aiohttp import web
 from audit_job.emulator.auth import REJECTIONS, DateParser, NonceBook, TokenBook, verify_signature
 from audit_job.emulator.options import FAULT_KINDS, EmulatorOptions, updated
 from audit_job.emulator.stats import Stats
+from audit_job.emulator.throttle import TokenBucket
 from audit_job.emulator.truth import Verdict, load_truth_file, verdict
 from audit_job.signing import CHECK_SESSION_PATH
 
@@ -42,33 +43,6 @@ _NOT_FOUND: dict[Verdict, tuple[int, int | str, str, str]] = {
 _SUCCESS_API_CODE = 20001  # published examples carry it on successes (spec 6)
 
 
-class _Bucket:
-    """Token bucket reading rate and burst live from the options."""
-
-    def __init__(self) -> None:
-        self._tokens = -1.0
-        self._updated = time.monotonic()
-
-    def take(self, rate: float, burst: float) -> float:
-        """0.0 when a request may pass, else the seconds until the next token."""
-        if rate <= 0:
-            return 0.0
-        capacity = burst if burst > 0 else max(1.0, rate)
-        now = time.monotonic()
-        if self._tokens < 0:
-            self._tokens = capacity
-        else:
-            self._tokens = min(capacity, self._tokens + (now - self._updated) * rate)
-        self._updated = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return 0.0
-        return (1.0 - self._tokens) / rate
-
-    def refill(self) -> None:
-        self._tokens = -1.0
-
-
 class Emulator:
     """In-process emulator: `async with Emulator(options) as emu: ... emu.url ...`."""
 
@@ -79,7 +53,7 @@ class Emulator:
         self._tokens = TokenBook()
         self._nonces = NonceBook()
         self._parse_date = DateParser()
-        self._bucket = _Bucket()
+        self._bucket = TokenBucket()
         self._rng = random.Random(self.options.seed)
         self._request_ids = itertools.count(1)
         self._id_prefix = secrets.token_hex(4)
