@@ -166,6 +166,13 @@ class TokenProvider:
     def current(self) -> ManagementToken | None:
         return self._current
 
+    def fresh(self) -> ManagementToken | None:
+        """The current token when it is not due for refresh, without awaiting (hot path)."""
+        current = self._current
+        if current is not None and self._clock() < current.refresh_at:
+            return current
+        return None
+
     async def start(self) -> ManagementToken:
         """Fetch the first token now, so bad credentials fail the run before any pair."""
         return await self.get()

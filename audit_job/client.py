@@ -1,0 +1,513 @@
+"""One aiohttp session per run: send check-session-status, time it, classify, retry.
+
+Policy for one pair (spec 6, 7): every attempt passes the global limiter; a throttle lowers
+it; retryable answers are retried up to `max_attempts` in all, waiting Retry-After or
+full-jitter backoff (retry.py); in token mode an auth answer drops the token, and the next
+attempt (made at once, still counted) carries a fresh one. Final answers become a
+`CheckResult`; a pair still failing after its attempts is an error result, not an exception.
+
+Run-level guards raise instead, for every in-flight and later `check`:
+- `AuthRejected` after K auth answers in a row (`[authing] auth_failure_limit`). Only server
+  answers move the streak: a timeout or reset says nothing about credentials, so it neither
+  counts nor resets it. In token mode an auth answer made with a token someone already
+  replaced is not counted either (100 requests failing with one expired token are 1 failure).
+- `TlsRejected` on the first certificate rejection.
+
+Hot path (thousands of checks a second on one core): the first attempt runs without tenacity,
+which is entered only when that answer is retryable; nothing is logged per request; the body
+is built once per pair.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import ssl
+import time
+from collections import deque
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import aiohttp
+
+from audit_job import __version__
+from audit_job.classify import classify_exception, classify_response
+from audit_job.config import AuditSettings, AuthingSettings, LoadedConfig
+from audit_job.errors import ApiError, AuthRejected, ConfigError, TlsRejected
+from audit_job.limiter import AdaptiveRateLimiter
+from audit_job.models import Answer, AnswerKind, CheckResult, CheckStatus, Pair
+from audit_job.retry import (
+    DEFAULT_BACKOFF_BASE_SECONDS,
+    DEFAULT_BACKOFF_CAP_SECONDS,
+    backoff_seconds,
+    build_retrying,
+)
+from audit_job.signing import CHECK_SESSION_PATH, Signer, check_body
+from audit_job.token import ManagementToken, TokenProvider
+
+log = logging.getLogger(__name__)
+
+SDK_VERSION = f"audit-job:{__version__}"
+CLOCK_SKEW_LIMIT_SECONDS = 60.0  # spec 6: report a skew above a minute
+LATENCY_SAMPLES = 4096
+
+_perf = time.perf_counter
+_ACTIVE = AnswerKind.ACTIVE
+_INACTIVE = AnswerKind.INACTIVE
+_PERMANENT = AnswerKind.PERMANENT
+_THROTTLED = AnswerKind.THROTTLED
+_AUTH = AnswerKind.AUTH
+_FATAL = AnswerKind.FATAL
+_FINAL_STATUS = {
+    _ACTIVE: CheckStatus.ACTIVE,
+    _INACTIVE: CheckStatus.INACTIVE,
+    _PERMANENT: CheckStatus.ERROR,
+}
+
+
+class RateLimiter(Protocol):
+    async def acquire(self) -> None: ...
+
+    def on_throttle(self) -> object: ...
+
+
+class ClientStats:
+    """Plain counters for one client; read by metrics and the run summary.
+
+    `requests` counts check-session-status requests sent, `token_requests` token fetches;
+    `responses` HTTP statuses of answers that arrived; `answers` classified attempts by
+    kind; `retries` attempts after a pair's first; `transport_errors` attempts that got no
+    answer (timeout, reset, refused, TLS). `latency_samples` keeps the latest attempt
+    latencies in seconds; `observe_latency`, when set, is called with each one as well.
+    """
+
+    __slots__ = (
+        "answers",
+        "auth_failures",
+        "latency_samples",
+        "observe_latency",
+        "requests",
+        "responses",
+        "retries",
+        "throttled",
+        "token_requests",
+        "transport_errors",
+    )
+
+    def __init__(self, observe_latency: Callable[[float], None] | None = None) -> None:
+        self.requests = 0
+        self.token_requests = 0
+        self.responses: dict[int, int] = {}
+        self.answers: dict[AnswerKind, int] = dict.fromkeys(AnswerKind, 0)
+        self.retries = 0
+        self.throttled = 0
+        self.auth_failures = 0
+        self.transport_errors = 0
+        self.latency_samples: deque[float] = deque(maxlen=LATENCY_SAMPLES)
+        self.observe_latency = observe_latency
+
+    def count_token_request(self) -> None:
+        self.token_requests += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "token_requests": self.token_requests,
+            "responses": dict(self.responses),
+            "answers": {kind.value: n for kind, n in self.answers.items()},
+            "retries": self.retries,
+            "throttled": self.throttled,
+            "auth_failures": self.auth_failures,
+            "transport_errors": self.transport_errors,
+        }
+
+
+class _Attempts:
+    """Bookkeeping for one pair on the retry path (the first attempt needs none)."""
+
+    __slots__ = ("count", "latency_seconds", "refreshed", "throttled")
+
+    def __init__(self, throttled: int, latency_seconds: float, refreshed: bool) -> None:
+        self.count = 1
+        self.throttled = throttled
+        self.latency_seconds = latency_seconds
+        self.refreshed = refreshed
+
+
+def ssl_setting(authing: AuthingSettings) -> ssl.SSLContext | bool:
+    """What the connector verifies with: on by default, a CA bundle, or off (with a warning)."""
+    if not authing.verify_tls:
+        log.warning(
+            "[authing] verify_tls = false: TLS certificates of %s are NOT verified",
+            authing.host,
+            extra={"event": "tls_unverified"},
+        )
+        return False
+    if authing.ca_bundle:
+        try:
+            return ssl.create_default_context(cafile=authing.ca_bundle)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"[authing] ca_bundle: cannot load {authing.ca_bundle!r}: {exc}"
+            ) from None
+    return True
+
+
+class AuthingClient:
+    """`async with AuthingClient(...) as client: result = await client.check(pair)`."""
+
+    def __init__(
+        self,
+        authing: AuthingSettings,
+        *,
+        access_key_id: str,
+        access_key_secret: str,
+        limiter: RateLimiter,
+        concurrency: int = 16,
+        max_attempts: int = 5,
+        stats: ClientStats | None = None,
+        backoff_base_seconds: float = DEFAULT_BACKOFF_BASE_SECONDS,
+        backoff_cap_seconds: float = DEFAULT_BACKOFF_CAP_SECONDS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if concurrency < 1 or max_attempts < 1:
+            raise ValueError("concurrency and max_attempts must be >= 1")
+        self.authing = authing
+        self.host = authing.host.rstrip("/")
+        self.url = self.host + CHECK_SESSION_PATH
+        self.limiter = limiter
+        self.stats = stats if stats is not None else ClientStats()
+        self.concurrency = concurrency
+        self.max_attempts = max_attempts
+        self._key_id = access_key_id
+        self._secret = access_key_secret
+        self._backoff_base = backoff_base_seconds
+        self._backoff_cap = backoff_cap_seconds
+        self._clock = clock
+        self._auth_limit = authing.auth_failure_limit
+        self._auth_streak = 0
+        self._failure: ApiError | None = None
+        self._stop = asyncio.Event()
+        self._session: aiohttp.ClientSession | None = None
+        self._signer: Signer | None = None
+        self._tokens: TokenProvider | None = None
+        self._token_headers: tuple[ManagementToken | None, dict[str, str]] = (None, {})
+
+    @classmethod
+    def from_config(
+        cls,
+        config: LoadedConfig,
+        *,
+        limiter: RateLimiter | None = None,
+        stats: ClientStats | None = None,
+    ) -> AuthingClient:
+        """A client for the configured host and credentials; a limiter at the configured rate
+        unless one is given (pass the run's limiter so token requests share it)."""
+        key_id, secret = config.require_credentials()
+        audit: AuditSettings = config.settings.audit
+        return cls(
+            config.settings.authing,
+            access_key_id=key_id,
+            access_key_secret=secret,
+            limiter=limiter or AdaptiveRateLimiter(audit.rate_per_second),
+            concurrency=audit.concurrency,
+            max_attempts=audit.max_attempts,
+            stats=stats,
+        )
+
+    def __repr__(self) -> str:
+        return f"AuthingClient(host={self.host!r}, auth={self.authing.auth!r})"
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> AuthingClient:
+        authing = self.authing
+        connector = aiohttp.TCPConnector(
+            limit=self.concurrency, limit_per_host=0, ssl=ssl_setting(authing), ttl_dns_cache=300
+        )
+        timeout = aiohttp.ClientTimeout(
+            total=authing.timeout_seconds, connect=authing.timeout_seconds
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector, timeout=timeout, raise_for_status=False
+        )
+        try:
+            if authing.auth == "signature":
+                self._signer = Signer(
+                    self._key_id,
+                    self._secret,
+                    lang=authing.lang,
+                    sdk_version=SDK_VERSION,
+                    clock=self._clock,
+                )
+            else:
+                self._tokens = TokenProvider(
+                    self._session,
+                    self.host,
+                    self._key_id,
+                    self._secret,
+                    limiter=self.limiter,
+                    max_attempts=self.max_attempts,
+                    backoff_base_seconds=self._backoff_base,
+                    backoff_cap_seconds=self._backoff_cap,
+                    clock=self._clock,
+                    on_request=self.stats.count_token_request,
+                )
+                # Spec 5: bad credentials fail the run before any pair is touched.
+                await self._tokens.start()
+        except BaseException:
+            await self.aclose()
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    @property
+    def failure(self) -> ApiError | None:
+        """The run-level failure that stopped this client, if any."""
+        return self._failure
+
+    # -- one pair ----------------------------------------------------------------------------
+
+    async def check(self, pair: Pair) -> CheckResult:
+        """The final result for `pair`; raises AuthRejected/TlsRejected when the run must stop."""
+        if self._failure is not None:
+            raise self._failure
+        body = check_body(pair.app_id, pair.user_id)
+        answer, latency, token = await self._attempt(pair, body)
+        kind = answer.kind
+        if kind is _ACTIVE or kind is _INACTIVE or kind is _PERMANENT:
+            return self._result(answer, 1, latency, 0)
+        return await self._retry(pair, body, answer, latency, token)
+
+    async def check_once(self, pair: Pair) -> tuple[Answer, dict[str, Any] | None, float]:
+        """One attempt, no retries: the answer, the envelope as received (or None when the
+        body is not a JSON object) and the latency in ms. Run-level guards apply."""
+        if self._failure is not None:
+            raise self._failure
+        captured: list[bytes] = []
+        answer, latency, _ = await self._attempt(
+            pair, check_body(pair.app_id, pair.user_id), captured
+        )
+        envelope: dict[str, Any] | None = None
+        if captured:
+            try:
+                parsed = json.loads(captured[0])
+            except ValueError:
+                parsed = None
+            envelope = parsed if isinstance(parsed, dict) else None
+        return answer, envelope, latency * 1000.0
+
+    async def _retry(
+        self, pair: Pair, body: bytes, answer: Answer, latency: float, token: str | None
+    ) -> CheckResult:
+        state = _Attempts(int(answer.kind is _THROTTLED), latency, False)
+        answer = self._maybe_refresh(answer, token, state)
+        if self.max_attempts > 1:
+            first_wait = answer.retry_after_seconds
+            if first_wait is None:
+                first_wait = backoff_seconds(1, base=self._backoff_base, cap=self._backoff_cap)
+            await self._pause(first_wait)
+            # Attempt 1 ran outside tenacity, so its attempt n is our n + 1: doubling the
+            # base keeps the backoff curve of spec 7 (base * 2 ** (attempt - 1)).
+            retrying = build_retrying(
+                self.max_attempts - 1,
+                sleep=self._pause,
+                base=min(self._backoff_base * 2, self._backoff_cap),
+                cap=self._backoff_cap,
+            )
+            answer = await retrying(self._retry_attempt, pair, body, state)
+        if answer.kind.is_final:
+            return self._result(answer, state.count, state.latency_seconds, state.throttled)
+        return self._result(
+            answer, state.count, state.latency_seconds, state.throttled, CheckStatus.ERROR
+        )
+
+    async def _retry_attempt(self, pair: Pair, body: bytes, state: _Attempts) -> Answer:
+        self.stats.retries += 1
+        answer, latency, token = await self._attempt(pair, body)
+        state.count += 1
+        state.latency_seconds = latency
+        if answer.kind is _THROTTLED:
+            state.throttled += 1
+        return self._maybe_refresh(answer, token, state)
+
+    def _maybe_refresh(self, answer: Answer, token: str | None, state: _Attempts) -> Answer:
+        """Token mode, spec 5: after an auth answer the next attempt goes out at once, with
+        the token `_attempt` already dropped replaced by a fresh one. Once per pair."""
+        if answer.kind is _AUTH and token is not None and not state.refreshed:
+            state.refreshed = True
+            return dataclasses.replace(answer, retry_after_seconds=0.0)
+        return answer
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep between attempts, cut short when the run is stopped meanwhile."""
+        if seconds > 0:
+            try:
+                await asyncio.wait_for(self._stop.wait(), seconds)
+            except TimeoutError:
+                pass
+        if self._failure is not None:
+            raise self._failure
+
+    def _result(
+        self,
+        answer: Answer,
+        attempts: int,
+        latency_seconds: float,
+        throttled: int,
+        status: CheckStatus | None = None,
+    ) -> CheckResult:
+        if status is None:
+            status = _FINAL_STATUS[answer.kind]
+        # A success needs no message ("成功"); errors keep the server's words.
+        message = answer.message if status is CheckStatus.ERROR else None
+        if status is CheckStatus.ERROR and answer.http_status is None:
+            message = answer.detail  # no answer arrived: say what happened instead
+        return CheckResult(
+            status=status,
+            active=answer.active,
+            checked_at=datetime.now(UTC),
+            attempts=attempts,
+            http_status=answer.http_status,
+            status_code=answer.status_code,
+            api_code=answer.api_code,
+            message=message,
+            request_id=answer.request_id,
+            latency_ms=round(latency_seconds * 1000.0),
+            throttled=throttled,
+        )
+
+    # -- one attempt -------------------------------------------------------------------------
+
+    async def _attempt(
+        self, pair: Pair, body: bytes, capture: list[bytes] | None = None
+    ) -> tuple[Answer, float, str | None]:
+        """Send once and classify: (answer, latency seconds, bearer token used or None)."""
+        await self.limiter.acquire()
+        if self._failure is not None:
+            raise self._failure
+        session = self._session
+        if session is None:
+            raise RuntimeError("AuthingClient used outside `async with`")
+        token: str | None = None
+        signer = self._signer
+        if signer is not None:
+            headers = signer.headers_for_check(pair.app_id, pair.user_id)
+        else:
+            headers, token = await self._bearer_headers()
+        stats = self.stats
+        stats.requests += 1
+        started = _perf()
+        try:
+            async with session.post(
+                self.url, data=body, headers=headers, allow_redirects=False
+            ) as resp:
+                raw = await resp.read()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            latency = _perf() - started
+            answer = classify_exception(exc)
+            stats.transport_errors += 1
+        else:
+            latency = _perf() - started
+            status = resp.status
+            answer = classify_response(status, resp.headers, raw)
+            responses = stats.responses
+            responses[status] = responses.get(status, 0) + 1
+            if capture is not None:
+                capture.append(raw)
+        stats.latency_samples.append(latency)
+        if stats.observe_latency is not None:
+            stats.observe_latency(latency)
+        kind = answer.kind
+        stats.answers[kind] += 1
+        if kind is _AUTH:
+            self._on_auth(answer, token)
+        elif answer.http_status is not None:
+            self._auth_streak = 0
+            if kind is _THROTTLED:
+                stats.throttled += 1
+                self.limiter.on_throttle()
+        elif kind is _FATAL:
+            self._stop_run(
+                TlsRejected(
+                    f"{self.host}: TLS certificate verification failed ({answer.detail}); "
+                    "set [authing] ca_bundle to trust a private CA, or (insecure) "
+                    "[authing] verify_tls = false"
+                )
+            )
+        return answer, latency, token
+
+    async def _bearer_headers(self) -> tuple[dict[str, str], str]:
+        tokens = self._tokens
+        assert tokens is not None
+        current = tokens.fresh() or await tokens.get()
+        cached_for, headers = self._token_headers
+        if cached_for is not current:
+            headers = {
+                "content-type": "application/json",
+                "accept": "application/json",
+                "authorization": f"Bearer {current.access_token}",
+                "x-authing-lang": self.authing.lang,
+                "x-authing-sdk-version": SDK_VERSION,
+            }
+            if current.userpool_id:
+                headers["x-authing-userpool-id"] = current.userpool_id
+            self._token_headers = (current, headers)
+        return headers, current.access_token
+
+    def _on_auth(self, answer: Answer, token: str | None) -> None:
+        self.stats.auth_failures += 1
+        # Token mode: only the first failure with a given token counts; the others were
+        # made with a token that is already being replaced.
+        if token is not None and self._tokens is not None and not self._tokens.invalidate(token):
+            return
+        self._auth_streak += 1
+        if self._auth_streak >= self._auth_limit:
+            self._stop_run(self.auth_rejection(answer, self._auth_streak))
+
+    def auth_rejection(self, answer: Answer, times: int = 1) -> AuthRejected:
+        """The error for an auth-class answer: codes, server message, clock skew (spec 6)."""
+        return AuthRejected(self._auth_message(answer, times))
+
+    def _auth_message(self, answer: Answer, times: int) -> str:
+        codes = [f"HTTP {answer.http_status}"]
+        if answer.status_code is not None:
+            codes.append(f"statusCode {answer.status_code}")
+        if answer.api_code is not None:
+            codes.append(f"apiCode {answer.api_code}")
+        said = f": {answer.message[:120]}" if answer.message else ""
+        if answer.status_code is None:  # no envelope: the detail says more (3xx, 404 page)
+            said = f": {answer.detail}"
+        repeated = f" {times} times in a row" if times > 1 else ""
+        text = (
+            f"{self.host}: credentials rejected{repeated} "
+            f"({', '.join(codes)}{said}); check [authing] access_key_id, access_key_secret, "
+            f"auth ({self.authing.auth}) and host"
+        )
+        if self._signer is not None and answer.server_date is not None:
+            skew = self._clock() - answer.server_date.timestamp()
+            if abs(skew) > CLOCK_SKEW_LIMIT_SECONDS:
+                text += (
+                    f"; the local clock is {abs(skew):.0f} s "
+                    f"{'ahead of' if skew > 0 else 'behind'} the server's Date, and signed "
+                    "requests carry the date: synchronise the clock (NTP)"
+                )
+        return text
+
+    def _stop_run(self, failure: ApiError) -> None:
+        if self._failure is None:
+            self._failure = failure
+            self._stop.set()
+        raise self._failure
