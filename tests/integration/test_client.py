@@ -14,9 +14,11 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from pydantic import SecretStr
 
 from audit_job.client import AuthingClient, ClientStats
-from audit_job.config import AuthingSettings
+from audit_job.commands.check import check_pair
+from audit_job.config import AuthingSettings, LoadedConfig, Settings
 from audit_job.emulator import (
     DEFAULT_ACCESS_KEY_ID,
     DEFAULT_ACCESS_KEY_SECRET,
@@ -25,7 +27,7 @@ from audit_job.emulator import (
     EmulatorOptions,
     truth,
 )
-from audit_job.errors import AuthRejected, TlsRejected
+from audit_job.errors import AuthRejected, ConfigError, TlsRejected
 from audit_job.limiter import AdaptiveRateLimiter
 from audit_job.models import AnswerKind, CheckResult, CheckStatus, Pair
 
@@ -402,3 +404,27 @@ async def test_tls_with_ca_bundle(self_signed):
     ):
         result = await client.check(Pair("app", "user"))
         assert result.active is truth("app", "user")
+
+
+def loaded(url: str, secret: str = DEFAULT_ACCESS_KEY_SECRET) -> LoadedConfig:
+    authing = AuthingSettings(
+        host=url, access_key_id=DEFAULT_ACCESS_KEY_ID, access_key_secret=SecretStr(secret)
+    )
+    return LoadedConfig(Settings(authing=authing), "test", [])
+
+
+async def test_check_command_service_exit_codes():
+    async with Emulator(EmulatorOptions()) as emu:
+        found = await check_pair(loaded(emu.url), "app-1", "user-1")
+        assert found.exit_code == 0 and found.failure is None
+        assert found.as_row()["active"] is truth("app-1", "user-1")
+        assert found.envelope is not None and found.envelope["statusCode"] == 200
+        missing = await check_pair(loaded(emu.url), "app-1", "missing-user")
+        assert missing.exit_code == 3
+        assert missing.as_row()["api_code"] == 2004
+        rejected = await check_pair(loaded(emu.url, "sk-wrong"), "app-1", "user-1")
+        assert rejected.exit_code == 1
+        assert isinstance(rejected.failure, AuthRejected)
+        assert "sk-wrong" not in str(rejected.failure)
+        with pytest.raises(ConfigError):
+            await check_pair(loaded(emu.url), " ", "user-1")
