@@ -1,0 +1,174 @@
+"""Global adaptive rate limiter for API attempts (spec 7). Clock and sleep are injected.
+
+Pacing is GCRA (virtual scheduling): each `acquire()` reserves the next slot
+`max(now, tat - tolerance)` and moves the theoretical arrival time `tat` on by one interval,
+`PACING_MARGIN / rate`, with no `await` in between, so concurrent callers are served in call
+order and each sleeps once, until its own slot; nobody polls.
+
+Burst: 1 by default, i.e. strict pacing with no idle credit. The emulator checks that no
+1-second window ever holds more than the configured cap, and an idle credit of b requests plus
+steady pacing puts b - 1 + cap requests in the first second, so any credit breaks that. A
+`burst` above 1 may be configured; the window guard below still holds the cap.
+
+Window guard: pacing alone can bunch requests when the event loop wakes sleepers late (a
+busy loop at thousands of requests a second), so every release is also checked against the
+last `floor(cap)` release times: the (n+1)-th release waits until the n-th most recent one is
+1.002 s old. This makes "at most floor(cap) releases in any half-open 1-second window" hold
+exactly on `clock`, whatever the lateness, and at the server as long as transit times differ
+by at most 2 ms (`GUARD_SLACK_SECONDS`). Pacing runs 0.4 % under the rate (`PACING_MARGIN`),
+the price of that slack. With a fractional cap the guard, not pacing, sets the pace:
+floor(cap) releases per 1.002 s (for a cap below 1, one).
+
+Adaptation (AIMD): `on_throttle()` multiplies the current rate by `decrease_factor` (0.7), at
+most once per `decrease_interval_seconds` (1 s) so a volley of simultaneous 429s counts once,
+never below `min_rate`. From `recovery_delay_seconds` (1 s) after the last decrease the rate
+climbs linearly by `recovery_fraction` (5 %) of the cap per second back to the cap: from 0.7
+of the cap, about 7 s. Recovery is a function of time, read lazily; no task runs for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+WINDOW_SECONDS = 1.0
+# The guard counts releases over a slightly longer window, so that up to this much jitter
+# between our clock and the server's arrival times cannot slip an extra request into one of
+# the server's 1-second windows.
+GUARD_SLACK_SECONDS = 0.002
+# Pacing runs 0.4 % slower than the rate, so n paced releases span 1.004 s, more than the
+# guard's 1.002 s: the guard stays idle in steady state and acts only on real bunching, instead
+# of adding a short sleep to every release that woke earlier than its predecessor n back.
+PACING_MARGIN = 1.004
+# Guard sleeps overshoot by this much so float rounding can never leave a release a hair
+# inside the window (and a fake clock can never spin on sub-ulp sleeps).
+_GUARD_EPSILON_SECONDS = 1e-6
+_GUARD_WINDOW = WINDOW_SECONDS + GUARD_SLACK_SECONDS
+# `tat` is a running sum of intervals; a slot this close to now is rounding noise, not a wait.
+_SLOT_EPSILON_SECONDS = 1e-9
+
+
+class AdaptiveRateLimiter:
+    def __init__(
+        self,
+        rate_per_second: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        burst: int = 1,
+        min_rate: float = 1.0,
+        decrease_factor: float = 0.7,
+        decrease_interval_seconds: float = 1.0,
+        recovery_delay_seconds: float = 1.0,
+        recovery_fraction: float = 0.05,
+    ) -> None:
+        _check_rate("rate_per_second", rate_per_second)
+        _check_rate("min_rate", min_rate)
+        if burst < 1:
+            raise ValueError(f"burst must be >= 1, got {burst!r}")
+        if not 0 < decrease_factor < 1:
+            raise ValueError(f"decrease_factor must be in (0, 1), got {decrease_factor!r}")
+        if not (recovery_fraction > 0 and math.isfinite(recovery_fraction)):
+            raise ValueError(f"recovery_fraction must be > 0, got {recovery_fraction!r}")
+        if decrease_interval_seconds < 0 or recovery_delay_seconds < 0:
+            raise ValueError("decrease_interval_seconds and recovery_delay_seconds must be >= 0")
+        self._clock = clock
+        self._sleep = sleep
+        self._burst = burst
+        self._min_rate_setting = min_rate
+        self._decrease_factor = decrease_factor
+        self._decrease_interval = decrease_interval_seconds
+        self._recovery_delay = recovery_delay_seconds
+        self._recovery_fraction = recovery_fraction
+        self._cap = rate_per_second
+        self._rate = rate_per_second
+        self._tat = -math.inf
+        self._last_decrease_at = -math.inf
+        self._rate_updated_at = -math.inf
+        self._released: deque[float] = deque(maxlen=_window_quota(rate_per_second))
+
+    @property
+    def cap(self) -> float:
+        """The configured ceiling, requests per second."""
+        return self._cap
+
+    @property
+    def current_rate(self) -> float:
+        """The rate now in force (<= cap), requests per second; for metrics."""
+        return self._recover(self._clock())
+
+    async def acquire(self) -> None:
+        """Wait for this caller's slot. Cancelling while waiting forfeits the slot."""
+        now = self._clock()
+        interval = PACING_MARGIN / self._recover(now)
+        tat = self._tat
+        slot = max(now, tat - (self._burst - 1) * interval)
+        self._tat = max(tat, now) + interval
+        if slot - now > _SLOT_EPSILON_SECONDS:
+            await self._sleep(slot - now)
+        while True:
+            # Read afresh after every sleep: `set_cap` may have replaced the deque meanwhile.
+            released = self._released
+            now = self._clock()
+            if len(released) < (released.maxlen or 1) or now - released[0] >= _GUARD_WINDOW:
+                released.append(now)
+                return
+            await self._sleep(released[0] + _GUARD_WINDOW - now + _GUARD_EPSILON_SECONDS)
+
+    def on_throttle(self) -> bool:
+        """Report a throttle answer; True when it lowered the rate (once per interval)."""
+        now = self._clock()
+        rate = self._recover(now)
+        if now - self._last_decrease_at < self._decrease_interval:
+            return False
+        self._rate = max(self._min_rate, rate * self._decrease_factor)
+        self._last_decrease_at = now
+        self._rate_updated_at = now
+        return True
+
+    def on_success(self) -> None:
+        """Optional: recovery is time-based; this only applies what has accrued so far."""
+        self._recover(self._clock())
+
+    def set_cap(self, rate_per_second: float) -> None:
+        """Change the configured ceiling at runtime (e.g. a budget shared by processes).
+
+        Lowering it takes effect at once; raising it lets the rate climb by recovery.
+        """
+        _check_rate("rate_per_second", rate_per_second)
+        now = self._clock()
+        self._recover(now)
+        self._cap = rate_per_second
+        if self._rate >= rate_per_second:
+            self._rate = rate_per_second
+        self._rate_updated_at = now
+        self._released = deque(self._released, maxlen=_window_quota(rate_per_second))
+
+    @property
+    def _min_rate(self) -> float:
+        return min(self._min_rate_setting, self._cap)
+
+    def _recover(self, now: float) -> float:
+        """Apply the linear climb due since the last update; return the current rate."""
+        rate = self._rate
+        if rate < self._cap:
+            start = max(self._rate_updated_at, self._last_decrease_at + self._recovery_delay)
+            if now > start:
+                rate = min(self._cap, rate + self._cap * self._recovery_fraction * (now - start))
+                self._rate = rate
+                self._rate_updated_at = now
+        return rate
+
+
+def _window_quota(cap: float) -> int:
+    # The slack lets a cap computed as 19.9999999999 (e.g. a budget split across processes)
+    # count as the 20 it was meant to be.
+    return max(1, math.floor(cap * WINDOW_SECONDS + 1e-9))
+
+
+def _check_rate(name: str, value: float) -> None:
+    if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
