@@ -303,7 +303,10 @@ def _describe(origin: str, text: str, err: Mapping[str, Any]) -> str:
     elif kind == "missing":
         what = "required"
     else:
-        what = f"{_expectation(loc, err)}, got {_show(err.get('input'))}"
+        shown = err.get("input")
+        if loc and loc[-1] == "url" and isinstance(shown, str):
+            shown = _mask_url(shown)  # a rejected URL may still carry a real password
+        what = f"{_expectation(loc, err)}, got {_show(shown)}"
     line = _line_of(text, loc)
     suffix = f" (line {line})" if line else ""
     return f"{origin}: {where}: {what}{suffix}"
