@@ -51,7 +51,7 @@ def create_engine(
         kwargs["pool_pre_ping"] = True
     try:
         engine = create_async_engine(parsed, **kwargs)
-    except (NoSuchModuleError, ArgumentError) as exc:
+    except (NoSuchModuleError, ArgumentError, ImportError) as exc:  # ImportError: driver absent
         raise ConfigError(
             f"[database] url: unsupported driver in {display_url(url)} "
             "(use sqlite+aiosqlite:// or postgresql+asyncpg://)"
