@@ -1,0 +1,138 @@
+"""Alembic migrations on SQLite and PostgreSQL: up, down, up again; schema == tables.py."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect, insert, select
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from audit_job.models import CheckStatus, RunStatus
+from audit_job.store import migrate
+from audit_job.store.engine import create_engine
+from audit_job.store.tables import audit_run, audit_target, metadata, session_check
+from helpers import ROOT, cli_env
+
+SCHEMA_TABLES = {"audit_target", "audit_run", "session_check", "session_state"}
+ALEMBIC = str(Path(sys.executable).parent / "alembic")
+
+
+def _tables(connection: Connection) -> set[str]:
+    return set(inspect(connection).get_table_names())
+
+
+def _differences(connection: Connection) -> list[object]:
+    context = MigrationContext.configure(
+        connection, opts={"compare_type": True, "compare_server_default": True}
+    )
+    return list(compare_metadata(context, metadata))
+
+
+async def test_upgrade_downgrade_upgrade(empty_db_url: str) -> None:
+    engine = create_engine(empty_db_url)
+    try:
+        assert await migrate.current(engine) is None
+        head = migrate.head_revision()
+        assert await migrate.upgrade(engine) == head
+        async with engine.connect() as conn:
+            assert SCHEMA_TABLES <= await conn.run_sync(_tables)
+        # Downgrade must work with rows present, not only on an empty schema.
+        async with engine.begin() as conn:
+            await conn.execute(
+                insert(audit_target),
+                [{"app_id": "a", "user_id": "u", "enabled": True, "created_at": datetime.now(UTC)}],
+            )
+        assert await migrate.downgrade(engine, "base") is None
+        async with engine.connect() as conn:
+            assert await conn.run_sync(_tables) & SCHEMA_TABLES == set()
+        assert await migrate.upgrade(engine) == head
+        assert await migrate.upgrade(engine) == head  # a second upgrade is a no-op
+        async with engine.connect() as conn:
+            assert SCHEMA_TABLES <= await conn.run_sync(_tables)
+            assert (await conn.execute(select(audit_target))).all() == []
+            assert await conn.run_sync(_differences) == []
+    finally:
+        await engine.dispose()
+
+
+async def test_schema_after_upgrade_matches_tables_py(db_url: str) -> None:
+    """Alembic's own comparison, types included: UtcDateTime compares as its impl,
+    DateTime(timezone=True), so no allowance for the TypeDecorator is needed."""
+    engine = create_engine(db_url)
+    try:
+        async with engine.connect() as conn:
+            assert await conn.run_sync(_differences) == []
+    finally:
+        await engine.dispose()
+
+
+async def test_comparison_would_notice_a_drift(db_url: str) -> None:
+    """Guard against a comparison that can never fail: a missing index shows up."""
+    engine = create_engine(db_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.exec_driver_sql("DROP INDEX ix_audit_run_status")
+            diffs = await conn.run_sync(_differences)
+        assert [d[0] for d in diffs] == ["add_index"]  # type: ignore[index]
+    finally:
+        await engine.dispose()
+
+
+async def test_status_check_constraints_match_the_enums(db_url: str) -> None:
+    """compare_metadata does not compare CHECK constraints, so exercise them."""
+    engine = create_engine(db_url)
+    now = datetime.now(UTC)
+    try:
+        async with engine.begin() as conn:
+            for status in RunStatus:
+                await conn.execute(
+                    insert(audit_run).values(trigger="manual", status=status.value, started_at=now)
+                )
+            run_id = (await conn.execute(select(audit_run.c.id).limit(1))).scalar_one()
+            for number, status in enumerate(CheckStatus):
+                await conn.execute(
+                    insert(session_check).values(
+                        run_id=run_id, app_id="a", user_id=str(number), status=status.value
+                    )
+                )
+        for table, values in (
+            (audit_run, {"trigger": "manual", "status": "done", "started_at": now}),
+            (session_check, {"run_id": run_id, "app_id": "a", "user_id": "x", "status": "ok"}),
+        ):
+            with pytest.raises(IntegrityError):
+                async with engine.begin() as conn:
+                    await conn.execute(insert(table).values(**values))
+    finally:
+        await engine.dispose()
+
+
+def test_alembic_own_cli_upgrades_and_downgrades(empty_db_url: str, tmp_path: Path) -> None:
+    env = cli_env(AUDIT_JOB_DATABASE_URL=empty_db_url)
+
+    def alembic(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [ALEMBIC, "-c", str(ROOT / "alembic.ini"), *args],
+            cwd=tmp_path,  # alembic.ini locates migrations/ itself
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    upgraded = alembic("upgrade", "head")
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert "Running upgrade  -> 0001" in upgraded.stderr
+    current = alembic("current")
+    assert current.returncode == 0, current.stderr
+    assert current.stdout.split() == [migrate.head_revision(), "(head)"]
+    downgraded = alembic("downgrade", "base")
+    assert downgraded.returncode == 0, downgraded.stderr
+    assert "Running downgrade 0001 -> " in downgraded.stderr
+    assert alembic("current").stdout.strip() == ""
