@@ -29,7 +29,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import aiohttp
 
@@ -413,9 +413,7 @@ class AuthingClient:
                 self.url, data=body, headers=headers, allow_redirects=False
             ) as resp:
                 raw = await resp.read()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
+        except Exception as exc:  # CancelledError is a BaseException and passes through
             latency = _perf() - started
             answer = classify_exception(exc)
             stats.transport_errors += 1
@@ -447,12 +445,19 @@ class AuthingClient:
                     "[authing] verify_tls = false"
                 )
             )
+        if self._failure is not None:  # stopped while this request was in flight
+            raise self._failure
         return answer, latency, token
 
     async def _bearer_headers(self) -> tuple[dict[str, str], str]:
         tokens = self._tokens
         assert tokens is not None
-        current = tokens.fresh() or await tokens.get()
+        current = tokens.fresh()
+        if current is None:
+            try:
+                current = await tokens.get()
+            except ApiError as exc:  # spec 5: a refused or failing token fetch ends the run
+                self._stop_run(exc)
         cached_for, headers = self._token_headers
         if cached_for is not current:
             headers = {
@@ -506,7 +511,7 @@ class AuthingClient:
                 )
         return text
 
-    def _stop_run(self, failure: ApiError) -> None:
+    def _stop_run(self, failure: ApiError) -> NoReturn:
         if self._failure is None:
             self._failure = failure
             self._stop.set()

@@ -243,6 +243,23 @@ async def test_expired_token_is_refreshed_once_and_retried():
         assert client.failure is None
 
 
+async def test_token_refused_mid_run_stops_every_check():
+    frozen = time.time()
+    async with (
+        Emulator(EmulatorOptions(token_ttl=1)) as emu,
+        client_for(emu.url, "token", clock=lambda: frozen, **FAST_BACKOFF) as client,
+    ):
+        await client.check(Pair("app", "first"))
+        emu.configure(access_key_secret="sk-rotated")
+        await asyncio.sleep(1.1)
+        with pytest.raises(ExceptionGroup) as caught:
+            await check_all(client, pairs(40), workers=8)
+        assert all(isinstance(e, AuthRejected) for e in caught.value.exceptions)
+        with pytest.raises(AuthRejected, match="management token refused"):
+            await client.check(Pair("app", "later"))
+        assert emu.stats()["token_requests"] == 2
+
+
 async def test_throttling_slows_the_limiter_and_it_recovers():
     offset = 0.0
 
