@@ -94,10 +94,10 @@ def _classify(http_status: int, headers: Mapping[str, str], body: bytes) -> Answ
         api_code = _as_code(envelope.get("apiCode"))
         raw = envelope.get("message")
         if type(raw) is str:
-            message = raw[:MESSAGE_MAX_CHARS]
+            message = _storable(raw[:MESSAGE_MAX_CHARS])
         raw = envelope.get("requestId")
         if type(raw) is str:
-            request_id = raw[:REQUEST_ID_MAX_CHARS]
+            request_id = _storable(raw[:REQUEST_ID_MAX_CHARS])
         if status_code is None:
             shape = _NO_STATUS
 
@@ -194,6 +194,16 @@ def _as_code(value: object) -> int | None:
             number = int(text)
             return number if -_CODE_LIMIT < number < _CODE_LIMIT else None
     return None
+
+
+def _storable(text: str) -> str:
+    """Text that every store can hold: JSON allows NUL (PostgreSQL text does not) and lone
+    surrogates (UTF-8 does not); both become replacement characters."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    if not text.isascii():
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    return text
 
 
 def _header(headers: Mapping[str, str], lower_name: str) -> str | None:
@@ -313,4 +323,4 @@ def _text(exc: BaseException) -> str:
     except Exception:
         text = ""
     name = type(exc).__name__
-    return f"{name}: {text[:200]}" if text else name
+    return _storable(f"{name}: {text[:200]}") if text else name

@@ -309,6 +309,20 @@ def test_long_message_and_request_id_are_truncated() -> None:
     assert answer.request_id == "r" * REQUEST_ID_MAX_CHARS
 
 
+def test_message_and_request_id_are_made_storable() -> None:
+    body = b'{"statusCode":400,"message":"a\\u0000b\\ud800c","requestId":"r\\u0000"}'
+    answer = classify_response(200, {}, body)
+    assert answer.message == "a\ufffdb?c"
+    assert answer.request_id == "r\ufffd"
+    assert answer.message is not None and answer.message.encode()  # encodes as UTF-8
+
+
+def test_exception_text_is_made_storable() -> None:
+    answer = classify_exception(OSError(5, "bad \ud800 \x00 text"))
+    assert "\x00" not in answer.detail
+    assert answer.detail.encode()
+
+
 @pytest.mark.parametrize("value", [123, None, ["r"], {"id": "r"}, True])
 def test_non_string_message_and_request_id_are_dropped(value: Any) -> None:
     answer = classify_response(200, {}, envelope(statusCode=400, message=value, requestId=value))
@@ -506,10 +520,14 @@ def check_invariants(http_status: int, headers: dict[str, str], body: bytes) -> 
     assert answer.active == expected, (answer, body)
     if answer.retry_after_seconds is not None:
         assert 0 <= answer.retry_after_seconds <= 60
-    if answer.message is not None:
-        assert len(answer.message) <= MESSAGE_MAX_CHARS
-    if answer.request_id is not None:
-        assert len(answer.request_id) <= REQUEST_ID_MAX_CHARS
+    for text, limit in (
+        (answer.message, MESSAGE_MAX_CHARS),
+        (answer.request_id, REQUEST_ID_MAX_CHARS),
+    ):
+        if text is not None:
+            assert len(text) <= limit
+            assert "\x00" not in text
+            text.encode()  # no lone surrogates
     if http_status == 429:
         assert answer.kind is THROTTLED
     if http_status >= 500 or http_status == 408:
@@ -542,6 +560,15 @@ def test_truncated_json_never_active(http_status: int, value: Any, cut: int) -> 
     body = json.dumps(value).encode()
     truncated = body[: max(0, len(body) - 1 - cut)]
     check_invariants(http_status, {}, truncated)
+
+
+any_text = st.text(st.characters(exclude_categories=()), max_size=40)  # surrogates and NULs too
+
+
+@given(statuses, any_text, any_text)
+def test_any_message_text_is_storable(http_status: int, message: str, request_id: str) -> None:
+    body = json.dumps({"statusCode": 400, "message": message, "requestId": request_id}).encode()
+    check_invariants(http_status, {}, body)
 
 
 @given(st.builds(Exception, st.text()) | st.builds(OSError, st.integers(), st.text()))
