@@ -119,7 +119,8 @@ def test_missing_secret_is_named_when_required(cwd: Path) -> None:
         ),
         (
             '[audit]\nbatch_size = 10\nconcurrency = "ten"\n',
-            'bad.toml: [audit] concurrency: must be an integer >= 1 and <= 4096, got "ten" (line 3)',
+            "bad.toml: [audit] concurrency: must be an integer >= 1 and <= 4096, "
+            'got "ten" (line 3)',
         ),
         (
             "[audit]\nconcurrency = 0\n",
