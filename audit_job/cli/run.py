@@ -1,0 +1,152 @@
+"""`audit-job run` and `audit-job worker`: the main job, in the foreground."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+
+import typer
+
+from audit_job.cli.common import exit_with, loaded_config, run_async
+from audit_job.commands import run as service
+from audit_job.config import LoadedConfig
+from audit_job.errors import EXIT_FATAL, EXIT_INTERRUPTED, EXIT_ITEM_ERRORS
+from audit_job.models import RunStatus
+from audit_job.progress import ProgressView
+
+log = logging.getLogger("audit_job.run")
+EXIT_BY_STATUS = {
+    RunStatus.SUCCEEDED: 0,
+    RunStatus.COMPLETED_WITH_ERRORS: EXIT_ITEM_ERRORS,
+    RunStatus.FAILED: EXIT_FATAL,
+    RunStatus.INTERRUPTED: EXIT_INTERRUPTED,
+    RunStatus.RUNNING: 0,  # a joined worker whose share is done; the owner finishes the run
+}
+
+
+def install_stop_signals(stop: asyncio.Event) -> None:
+    """First SIGINT/SIGTERM: stop claiming, finish what is in flight, flush, exit.
+    A second one exits at once; unflushed rows stay pending for a resume."""
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set():
+            print("audit-job: second signal, exiting now", file=sys.stderr, flush=True)
+            os._exit(128 + signum)
+        name = signal.Signals(signum).name
+        log.warning(
+            "%s: finishing requests in flight and saving answers (again to quit at once)",
+            name,
+            extra={"event": "stopping"},
+        )
+        stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal, signum)
+
+
+async def _run(
+    loaded: LoadedConfig, request: service.RunRequest, show_progress: bool
+) -> service.RunSummary:
+    stop = asyncio.Event()
+    install_stop_signals(stop)
+    view = ProgressView(bar=show_progress and sys.stderr.isatty())
+    async with view.showing():
+        return await service.execute(loaded, request, stop, on_start=view.attach)
+
+
+def print_summary(summary: service.RunSummary, as_json: bool) -> None:
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "run_id": summary.run_id,
+                    "status": summary.status.value,
+                    "counts": summary.counts,
+                    "total": summary.total,
+                    "duration_seconds": round(summary.duration_seconds, 3),
+                    "checks_per_second": round(summary.checks_per_second, 1),
+                    "retries": summary.retries,
+                    "throttled": summary.throttled,
+                    "latency_ms": summary.latency_ms,
+                    "message": summary.message,
+                }
+            )
+        )
+        return
+    for notice in summary.notices:
+        print(f"note: {notice}", file=sys.stderr)
+    c = summary.counts
+    print(
+        f"run {summary.run_id} {summary.status.value} in {summary.duration_seconds:.1f} s: "
+        f"{summary.total} pairs: active {c['active']}, inactive {c['inactive']}, "
+        f"error {c['error']}, pending {c['pending']}"
+    )
+    lat = summary.latency_ms
+    latency = (
+        f"latency p50 {lat['p50']} ms, p95 {lat['p95']} ms, p99 {lat['p99']} ms"
+        if lat["p50"] is not None
+        else "no requests"
+    )
+    print(
+        f"  {summary.checks_per_second:.1f} checks/s, {summary.retries} retries, "
+        f"{summary.throttled} throttled (429), {latency}"
+    )
+    if summary.message:
+        print(f"  {summary.message}")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("run")
+    def run(
+        ctx: typer.Context,
+        app_id: str | None = typer.Option(None, "--app", help="only pairs of this app"),
+        user_id: str | None = typer.Option(None, "--user", help="only pairs of this user"),
+        resume: int | None = typer.Option(
+            None, "--resume", help="continue this run's pending pairs"
+        ),
+        dry_run: bool = typer.Option(
+            False, "--dry-run", help="count what would be checked; no API calls"
+        ),
+        no_progress: bool = typer.Option(False, "--no-progress", help="log lines instead of a bar"),
+        as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
+    ) -> None:
+        """Check every enabled pair once and record the answers.
+
+        Exit codes: 0 succeeded, 3 completed with per-pair errors, 1 failed,
+        130 interrupted (resumable with --resume)."""
+        loaded = loaded_config(ctx)
+        if dry_run:
+            planned = run_async(service.plan(loaded, app_id, user_id))
+            if as_json:
+                print(json.dumps(planned, ensure_ascii=False))
+                return
+            print(f"would check {planned['pairs']} pairs from {planned['source']}; first ones:")
+            for pair in planned["sample"]:
+                print(f"  {pair['app_id']}\t{pair['user_id']}")
+            return
+        if resume is not None and (app_id or user_id):
+            raise typer.BadParameter("--resume continues a run as it was; drop --app/--user")
+        request = service.RunRequest(app_id=app_id, user_id=user_id, resume_run_id=resume)
+        summary = run_async(_run(loaded, request, not no_progress))
+        print_summary(summary, as_json)
+        exit_with(EXIT_BY_STATUS[summary.status])
+
+    @app.command("worker")
+    def worker(
+        ctx: typer.Context,
+        run_id: int = typer.Option(..., "--run", help="the live run to help with"),
+        no_progress: bool = typer.Option(False, "--no-progress", help="log lines instead of a bar"),
+        as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
+    ) -> None:
+        """Join a live run from another process or host (PostgreSQL): claim and check
+        its pending pairs, sharing the run's rate budget with its other workers."""
+        loaded = loaded_config(ctx)
+        request = service.RunRequest(join_run_id=run_id)
+        summary = run_async(_run(loaded, request, not no_progress))
+        print_summary(summary, as_json)
+        exit_with(EXIT_BY_STATUS[summary.status])
