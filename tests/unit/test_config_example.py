@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 import tomllib
 
+from helpers import ROOT
 from pydantic import BaseModel
 
 from audit_job.config import Settings
-from helpers import ROOT
 
 EXAMPLE = ROOT / "config.example.toml"
 
