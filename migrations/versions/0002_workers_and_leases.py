@@ -33,7 +33,10 @@ def upgrade() -> None:
         sa.Column("concurrency", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("worker_id", name="pk_audit_worker"),
         sa.ForeignKeyConstraint(
-            ["run_id"], ["audit_run.id"], name="fk_audit_worker_run_id_audit_run", ondelete="CASCADE"
+            ["run_id"],
+            ["audit_run.id"],
+            name="fk_audit_worker_run_id_audit_run",
+            ondelete="CASCADE",
         ),
     )
     op.create_index(
