@@ -371,8 +371,8 @@ class AuthingClient:
             status = _FINAL_STATUS[answer.kind]
         # A success needs no message ("成功"); errors keep the server's words.
         message = answer.message if status is CheckStatus.ERROR else None
-        if status is CheckStatus.ERROR and answer.http_status is None:
-            message = answer.detail  # no answer arrived: say what happened instead
+        if status is CheckStatus.ERROR and (answer.http_status is None or message is None):
+            message = answer.detail  # no answer, or none with words: say what happened
         return CheckResult(
             status=status,
             active=answer.active,
