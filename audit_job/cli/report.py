@@ -1,0 +1,213 @@
+"""`audit-job runs | results | history | changes | report | prune`: reading what audits
+stored. Data goes to stdout (table on a terminal, CSV otherwise, or --format); notes to
+stderr. JSON lines and CSV stream from the database page by page."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from datetime import tzinfo
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from audit_job import html_report
+from audit_job.cli.common import loaded_config, run_async
+from audit_job.cli.targets import default_format
+from audit_job.commands import prune as prune_service
+from audit_job.commands import report as service
+from audit_job.errors import ConfigError
+from audit_job.render import Format, write_rows, write_rows_async
+from audit_job.store.reports import CHANGE_COLUMNS, CHECK_COLUMNS, HISTORY_COLUMNS, RUN_COLUMNS
+
+TABLE_ROWS = 1000  # a table is sized in memory; more rows belong in csv or json
+RUN_TABLE_COLUMNS = [
+    c for c in RUN_COLUMNS if c not in ("message", "retries", "throttled", "missed_count")
+]
+CHECK_TABLE_COLUMNS = [
+    "run_id",
+    "app_id",
+    "user_id",
+    "status",
+    "checked_at",
+    "attempts",
+    "http_status",
+    "message",
+]
+REPORT_TABLE_COLUMNS = [c for c in service.REPORT_COLUMNS if not c.endswith("run_id")]
+
+FORMAT_OPTION = typer.Option(None, "--format", "-f", help="table, json (lines) or csv")
+TZ_OPTION = typer.Option("UTC", "--tz", help="show times in this zone (IANA name)")
+
+
+async def _capped(
+    rows: AsyncIterable[Mapping[str, Any]], limit: int
+) -> AsyncIterator[Mapping[str, Any]]:
+    """The first `limit` rows; the source is closed when we stop early, so its
+    database connection is released inside the event loop, not at shutdown."""
+    shown = 0
+    iterator = aiter(rows)
+    try:
+        async for row in iterator:
+            if shown == limit:
+                print(
+                    f"(showing the first {limit} rows; use --format csv or json for all)",
+                    file=sys.stderr,
+                )
+                return
+            shown += 1
+            yield row
+    finally:
+        close = getattr(iterator, "aclose", None)
+        if close is not None:
+            await close()
+
+
+def _emit(
+    rows: AsyncIterable[Mapping[str, Any]],
+    columns: list[str],
+    fmt: Format | None,
+    zone: tzinfo,
+    title: str | None = None,
+    table_columns: list[str] | None = None,
+) -> int:
+    chosen = default_format(fmt)
+    if chosen is Format.table:
+        rows = _capped(rows, TABLE_ROWS)
+        columns = table_columns or columns
+    return run_async(write_rows_async(rows, columns, chosen, sys.stdout, zone, title))
+
+
+def print_report(rep: service.Report, fmt: Format, zone: tzinfo) -> None:
+    """The per-app report; also what `audit-job demo` shows after its run."""
+    versus = f" vs run {rep.previous_run_id}" if rep.previous_run_id is not None else ""
+    columns = REPORT_TABLE_COLUMNS if fmt is Format.table else service.REPORT_COLUMNS
+    write_rows(rep.rows, columns, fmt, sys.stdout, zone, f"run {rep.run_id}{versus}: per app")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("runs")
+    def runs(
+        ctx: typer.Context,
+        limit: int = typer.Option(20, "--limit", "-n", min=1, help="how many, newest first"),
+        fmt: Format | None = FORMAT_OPTION,
+        tz: str = TZ_OPTION,
+    ) -> None:
+        """Recent runs (skipped and missed schedule slots included)."""
+        zone = service.parse_zone(tz)
+        rows = run_async(service.runs(loaded_config(ctx).settings, limit))
+        chosen = default_format(fmt)
+        columns = RUN_TABLE_COLUMNS if chosen is Format.table else RUN_COLUMNS
+        write_rows(rows, columns, chosen, sys.stdout, zone, "runs")
+
+    @app.command("results")
+    def results(
+        ctx: typer.Context,
+        run: str | None = typer.Option(None, "--run", help="run id or 'latest' (default)"),
+        app_id: str | None = typer.Option(None, "--app", help="only this app"),
+        user_id: str | None = typer.Option(None, "--user", help="only this user"),
+        status: str | None = typer.Option(
+            None, "--status", help="active, inactive, error or pending"
+        ),
+        since: str | None = typer.Option(
+            None, "--since", help="checked at or after (ISO time, date, or 24h/7d ago)"
+        ),
+        until: str | None = typer.Option(None, "--until", help="checked before this time"),
+        fmt: Format | None = FORMAT_OPTION,
+        tz: str = TZ_OPTION,
+    ) -> None:
+        """The checks of a run (the latest by default; with --since/--until and no --run,
+        of every run in that window)."""
+        zone = service.parse_zone(tz)
+        service.check_status(status)
+        rows = service.results(
+            loaded_config(ctx).settings,
+            run=run,
+            app_id=app_id,
+            user_id=user_id,
+            status=status,
+            since=service.parse_time(since, option="--since") if since else None,
+            until=service.parse_time(until, option="--until") if until else None,
+        )
+        _emit(rows, CHECK_COLUMNS, fmt, zone, "results", CHECK_TABLE_COLUMNS)
+
+    @app.command("history")
+    def history(
+        ctx: typer.Context,
+        app_id: str = typer.Argument(..., metavar="APP"),
+        user_id: str = typer.Argument(..., metavar="USER"),
+        fmt: Format | None = FORMAT_OPTION,
+        tz: str = TZ_OPTION,
+    ) -> None:
+        """One pair's answers run by run; `change` marks where it flipped."""
+        zone = service.parse_zone(tz)
+        rows = service.history(loaded_config(ctx).settings, app_id, user_id)
+        if not _emit(rows, HISTORY_COLUMNS, fmt, zone, f"history of {app_id} {user_id}"):
+            print(f"no checks of {app_id} {user_id}", file=sys.stderr)
+
+    @app.command("changes")
+    def changes(
+        ctx: typer.Context,
+        run: str | None = typer.Option(None, "--run", help="run id or 'latest' (default)"),
+        since: str | None = typer.Option(
+            None, "--since", help="compare with this run id, or the state at this time"
+        ),
+        fmt: Format | None = FORMAT_OPTION,
+        tz: str = TZ_OPTION,
+    ) -> None:
+        """Pairs whose state changed: inactive->active, active->inactive, newly_seen,
+        gone_from_targets (against the run before, by default)."""
+        zone = service.parse_zone(tz)
+        settings = loaded_config(ctx).settings
+        run_id, base = run_async(service.resolve_changes(settings, run, since))
+        title = f"changes from run {base} to run {run_id}" if base else f"run {run_id}: all new"
+        count = _emit(service.changes(settings, run_id, base), CHANGE_COLUMNS, fmt, zone, title)
+        print(f"{count} changes in run {run_id} against run {base}", file=sys.stderr)
+
+    @app.command("report")
+    def report(
+        ctx: typer.Context,
+        run: str | None = typer.Option(None, "--run", help="run id or 'latest' (default)"),
+        html: Path | None = typer.Option(
+            None, "--html", help="write a self-contained HTML report to this file"
+        ),
+        recent: int = typer.Option(30, "--runs", min=1, help="runs in the HTML chart"),
+        fmt: Format | None = FORMAT_OPTION,
+        tz: str = TZ_OPTION,
+    ) -> None:
+        """Per app: active/inactive/error, active share, change against the run before."""
+        zone = service.parse_zone(tz)
+        settings = loaded_config(ctx).settings
+        if html is not None:
+            data = run_async(service.html_data(settings, run, recent_runs=recent))
+            try:
+                html.write_text(html_report.render(data, zone), encoding="utf-8")
+            except OSError as exc:
+                raise ConfigError(f"--html {html}: cannot write: {exc.strerror}") from None
+            print(f"wrote {html} (run {data.run_id}, {len(data.series_runs)} runs charted)")
+            return
+        print_report(run_async(service.report(settings, run)), default_format(fmt), zone)
+
+    @app.command("prune")
+    def prune(
+        ctx: typer.Context,
+        keep_days: int | None = typer.Option(
+            None, "--keep-days", help="keep this many days of checks ([retention] keep_days)"
+        ),
+        dry_run: bool = typer.Option(False, "--dry-run", help="count, delete nothing"),
+    ) -> None:
+        """Delete the checks of runs older than N days (never the latest run, never
+        session_state; run rows and their totals stay)."""
+        settings = loaded_config(ctx).settings
+        days = keep_days if keep_days is not None else settings.retention.keep_days
+        if days is None:
+            raise ConfigError("prune: give --keep-days N or set [retention] keep_days")
+        result = run_async(prune_service.prune_configured(settings, days, dry_run))
+        verb = "would delete" if dry_run else "deleted"
+        for run_id, count in sorted(result.per_run.items()):
+            print(f"{verb} {count} checks of run {run_id}")
+        print(
+            f"{verb} {result.checks} checks of {len(result.per_run)} runs started before "
+            f"{result.cutoff.isoformat(timespec='seconds')}"
+        )

@@ -1,0 +1,81 @@
+"""Retention: delete the checks of runs older than `keep_days`, in batches.
+
+The audit_run rows stay (their totals are the long-term record and cost little);
+session_state is never touched, and neither is the latest run nor a running one. Each
+batch is its own transaction, so a large prune never holds a long lock and can be
+interrupted and run again. The daemon calls `prune(engine, keep_days, dry_run)` on its
+schedule with `[retention] keep_days`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from audit_job.commands.database import open_database
+from audit_job.config import Settings
+from audit_job.errors import ConfigError
+from audit_job.store import reports as store
+from audit_job.store.types import utcnow
+
+log = logging.getLogger(__name__)
+PRUNE_BATCH = 5000
+
+
+@dataclass
+class PruneResult:
+    cutoff: datetime
+    dry_run: bool
+    checks: int = 0  # deleted, or that would be with dry_run
+    per_run: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def runs(self) -> list[int]:
+        return sorted(self.per_run)
+
+
+async def prune(
+    engine: AsyncEngine,
+    keep_days: int,
+    dry_run: bool = False,
+    *,
+    batch: int = PRUNE_BATCH,
+    now: datetime | None = None,
+) -> PruneResult:
+    if keep_days < 1:
+        raise ConfigError(f"--keep-days: must be an integer >= 1, got {keep_days}")
+    result = PruneResult(cutoff=(now or utcnow()) - timedelta(days=keep_days), dry_run=dry_run)
+    async with engine.connect() as conn:
+        candidates = await store.prunable_runs(conn, result.cutoff)
+    for run_id in candidates:
+        removed = 0
+        if dry_run:
+            async with engine.connect() as conn:
+                removed = await store.count_checks(conn, run_id)
+        else:
+            while True:
+                async with engine.begin() as conn:
+                    deleted = await store.delete_checks_batch(conn, run_id, batch)
+                removed += deleted
+                if deleted < batch:
+                    break
+        if removed:
+            result.per_run[run_id] = removed
+            result.checks += removed
+    log.info(
+        "%s %d checks of %d runs started before %s",
+        "would delete" if dry_run else "deleted",
+        result.checks,
+        len(result.per_run),
+        result.cutoff.isoformat(),
+        extra={"event": "prune_done"},
+    )
+    return result
+
+
+async def prune_configured(settings: Settings, keep_days: int, dry_run: bool) -> PruneResult:
+    async with open_database(settings) as engine:
+        return await prune(engine, keep_days, dry_run)
