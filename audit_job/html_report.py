@@ -195,7 +195,7 @@ def render(data: HtmlData, zone: tzinfo) -> str:
     summary = (
         f"Run {data.run_id} ({escape(str(run['trigger']))}, {escape(str(run['status']))}), "
         f"started {_time(run['started_at'], zone)}; {run['total']} pairs: {run['active']} "
-        f"active, {run['inactive']} inactive, {run['failed']} error. {compared}."
+        f"active, {run['inactive']} inactive, {run['failed']} error; {compared}."
     )
     flips_note = ""
     if data.changes_truncated:
