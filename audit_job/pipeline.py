@@ -253,7 +253,9 @@ class Pipeline:
 
     async def _claim(self, size: int) -> list[tuple[int, str, str]]:
         async with self.engine.begin() as conn:
-            return await store.claim_pending(conn, self.run_id, self.worker_id, self._live, size)
+            return await store.claim_pending(
+                conn, self.run_id, self.worker_id, self.settings.dead_after_seconds, size
+            )
 
     async def _others_hold_rows(self) -> bool:
         from sqlalchemy import func, or_, select

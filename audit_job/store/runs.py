@@ -282,13 +282,29 @@ async def unregister_worker(conn: AsyncConnection, worker_id: str) -> None:
 
 
 async def claim_pending(
-    conn: AsyncConnection, run_id: int, worker_id: str, live: Sequence[str], limit: int
+    conn: AsyncConnection, run_id: int, worker_id: str, dead_after_seconds: float, limit: int
 ) -> list[tuple[int, str, str]]:
     """Mark up to `limit` pending rows as this worker's and return them (id order).
 
-    A row is free when nobody claims it or its claimant is not among `live` workers
-    (so a dead worker's rows come back). PostgreSQL skips rows another claimer holds."""
-    free = or_(session_check.c.claimed_by.is_(None), session_check.c.claimed_by.notin_(live))
+    A row is free when nobody claims it or its claimant is dead by the liveness rule
+    (so a dead worker's rows come back). Liveness is judged inside the claiming statement:
+    a list of live workers read earlier misses a worker that joined since, whose claimed
+    rows would then be taken and asked twice. PostgreSQL skips rows another claimer holds."""
+    cutoff = utcnow() - timedelta(seconds=dead_after_seconds)
+    registered = await conn.execute(
+        select(audit_worker.c.worker_id, audit_worker.c.host, audit_worker.c.pid).where(
+            audit_worker.c.run_id == run_id
+        )
+    )
+    dead_here = [r.worker_id for r in registered if r.host == HOST and not pid_alive(r.pid)]
+    fresh = select(audit_worker.c.worker_id).where(
+        audit_worker.c.run_id == run_id, audit_worker.c.heartbeat_at > cutoff
+    )
+    free = or_(
+        session_check.c.claimed_by.is_(None),
+        session_check.c.claimed_by.notin_(fresh),
+        session_check.c.claimed_by.in_(dead_here),
+    )
     pick = lock_skip_locked(
         select(session_check.c.id, session_check.c.app_id, session_check.c.user_id)
         .where(
