@@ -60,6 +60,9 @@ async def _run(
 
 
 def print_summary(summary: service.RunSummary, as_json: bool) -> None:
+    # Notices (a dead run found and marked interrupted) go to stderr in either format.
+    for notice in summary.notices:
+        print(f"note: {notice}", file=sys.stderr)
     if as_json:
         print(
             json.dumps(
@@ -78,8 +81,6 @@ def print_summary(summary: service.RunSummary, as_json: bool) -> None:
             )
         )
         return
-    for notice in summary.notices:
-        print(f"note: {notice}", file=sys.stderr)
     c = summary.counts
     print(
         f"run {summary.run_id} {summary.status.value} in {summary.duration_seconds:.1f} s: "
