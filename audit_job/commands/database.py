@@ -5,11 +5,12 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from audit_job.config import Settings
 from audit_job.store import migrate
-from audit_job.store.engine import opened
+from audit_job.store.engine import opened, wrap_store_error
 
 
 @contextlib.asynccontextmanager
@@ -23,4 +24,9 @@ async def open_database(
     ) as engine:
         if require_schema:
             await migrate.require_current(engine)
-        yield engine
+        try:
+            yield engine
+        except SQLAlchemyError as exc:
+            # Translated where it enters: one line naming the database, never the SQL and
+            # its bound parameters (a lost connection mid-import used to print 2,000 rows).
+            raise wrap_store_error(exc, settings.database.url) from exc
