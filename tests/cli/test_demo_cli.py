@@ -1,0 +1,78 @@
+"""`audit-job demo` as a real subprocess in a fresh directory: it finishes, prints the
+per-app table, writes demo.db whose answers are the emulator's truth, and a second demo
+adds a second run in which a few sessions flipped."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import run_cli
+from sqlalchemy import select
+
+from audit_job.commands.demo import ACTIVE_SHARE, DEMO_APPS, DEMO_SEED, _flipped, demo_pairs
+from audit_job.emulator import hashed_active
+from audit_job.store.engine import opened
+from audit_job.store.tables import audit_run, session_check, session_state
+
+
+def read(database: Path, table: Any) -> list[Any]:
+    async def go() -> list[Any]:
+        async with opened(f"sqlite+aiosqlite:///{database}") as engine, engine.connect() as conn:
+            return list((await conn.execute(select(table))).all())
+
+    return asyncio.run(go())
+
+
+def expected_active(run_number: int, app_id: str, user_id: str) -> bool | None:
+    """What the demo's emulator answers in its n-th run (0-based)."""
+    if app_id.startswith("missing-") or user_id.startswith("missing-"):
+        return None
+    active = hashed_active(app_id, user_id, DEMO_SEED, ACTIVE_SHARE)
+    return not active if run_number and _flipped(run_number, app_id, user_id) else active
+
+
+@pytest.mark.timeout(90)
+def test_demo_in_a_fresh_directory_runs_reports_and_runs_again(tmp_path: Path) -> None:
+    first = run_cli("demo", "--no-progress", cwd=tmp_path, timeout=80)
+    assert first.returncode == 0, first.stderr
+    assert "Traceback" not in first.stderr
+    database = tmp_path / "demo.db"
+    assert database.is_file() and (tmp_path / "demo.toml").is_file()
+    assert "run 1: sessions per app" in first.stdout
+    for app in (*DEMO_APPS, "missing-app-legacy"):
+        assert app in first.stdout
+    assert "Next, try:" in first.stdout
+
+    pairs = set(demo_pairs(3000))
+    not_found = {p for p in pairs if expected_active(0, *p) is None}
+    (run,) = read(database, audit_run)
+    assert (run.trigger, run.status, run.total) == ("demo", "completed_with_errors", len(pairs))
+    checks = read(database, session_check)
+    assert {(c.app_id, c.user_id) for c in checks} == pairs
+    for check in checks:
+        expected = expected_active(0, check.app_id, check.user_id)
+        if expected is None:
+            assert check.status == "error" and check.status_code in (404, 499), check
+        else:
+            assert check.active is expected, check
+    assert run.failed == len(not_found)  # the faults cost retries, never an answer
+    assert run.retries > 0
+
+    second = run_cli("demo", "--no-progress", cwd=tmp_path, timeout=80)
+    assert second.returncode == 0, second.stderr
+    assert "run 2: sessions per app" in second.stdout
+    runs = sorted(read(database, audit_run), key=lambda r: r.id)
+    assert [(r.id, r.status) for r in runs] == [
+        (1, "completed_with_errors"),
+        (2, "completed_with_errors"),
+    ]
+    flipped = {p for p in pairs - not_found if expected_active(1, *p) != expected_active(0, *p)}
+    assert flipped
+    states = {(s.app_id, s.user_id): s for s in read(database, session_state)}
+    assert set(states) == pairs - not_found
+    for pair, state in states.items():
+        assert state.run_id == 2 and state.active is expected_active(1, *pair)
+        assert (state.changed_at == state.checked_at) is (pair in flipped), pair
