@@ -253,6 +253,8 @@ class Pipeline:
 
     async def _claim(self, size: int) -> list[tuple[int, str, str]]:
         async with self.engine.begin() as conn:
+            if self.fence is not None:
+                await self.fence(conn)
             return await store.claim_pending(
                 conn, self.run_id, self.worker_id, self.settings.dead_after_seconds, size
             )

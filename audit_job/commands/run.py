@@ -146,7 +146,9 @@ async def execute(
         if request.join_run_id is not None:
             run_id = await _join(engine, request.join_run_id, settings)
         elif request.resume_run_id is not None:
-            run_id = await _resume(engine, request.resume_run_id, settings, request.epoch)
+            run_id = await _resume(
+                engine, request.resume_run_id, settings, request.epoch, request.fence
+            )
         else:
             run_id = await _create(engine, request, settings, notices)
         token = logs.current_run_id.set(run_id)
@@ -164,6 +166,8 @@ async def _create(
     now = utcnow()
     async with engine.begin() as conn:
         await store.lock_run_creation(conn)
+        if request.fence is not None:  # a daemon that no longer leads starts nothing
+            await request.fence(conn)
         for run in await store.running_runs(conn):
             if run.is_dead(now, settings.audit.dead_after_seconds):
                 await store.mark_interrupted(
@@ -260,10 +264,18 @@ async def _source_pairs(
         log.warning("[source] query: %d rows skipped in all", skipped)
 
 
-async def _resume(engine: AsyncEngine, run_id: int, settings: Settings, epoch: int | None) -> int:
+async def _resume(
+    engine: AsyncEngine,
+    run_id: int,
+    settings: Settings,
+    epoch: int | None,
+    fence: store.Fence | None = None,
+) -> int:
     now = utcnow()
     async with engine.begin() as conn:
         await store.lock_run_creation(conn)
+        if fence is not None:
+            await fence(conn)
         run = await store.get_run(conn, run_id)
         if run is None:
             raise NotFound(f"no run {run_id}")
@@ -369,7 +381,9 @@ async def _drive(
     except ApiError as exc:  # token mode: credentials refused before any pair was asked
         end, error = End.API_FAILED, exc
     return await asyncio.shield(
-        _finish(engine, run_id, worker_id, owner, end, error, progress, stats, notices)
+        _finish(
+            engine, run_id, worker_id, owner, end, error, progress, stats, notices, request.fence
+        )
     )
 
 
@@ -383,6 +397,7 @@ async def _finish(
     progress: Progress,
     stats: ClientStats,
     notices: list[str],
+    fence: store.Fence | None = None,
 ) -> RunSummary:
     resume_hint = f"resume with: audit-job run --resume {run_id}"
     if end is End.FENCED:
@@ -396,6 +411,8 @@ async def _finish(
             pass  # still away: the stale heartbeat marks the run dead, resumable all the same
         raise StoreUnavailable(f"run {run_id} stopped: {error}; {resume_hint}")
     async with engine.begin() as conn:
+        if fence is not None:  # a newer leader owns the run now: leave its row alone
+            await fence(conn)
         await store.unregister_worker(conn, worker_id)
         counts = await store.status_counts(conn, run_id)
         status, message = _final_status(end, error, counts, run_id, resume_hint)
