@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import SecretStr
-from sqlalchemy import delete, insert
+from sqlalchemy import delete, insert, select
 
 from audit_job.commands import run as run_service
 from audit_job.config import (
@@ -27,7 +27,7 @@ from audit_job.config import (
 from audit_job.emulator import Emulator, EmulatorOptions
 from audit_job.store import targets as target_store
 from audit_job.store.engine import opened
-from audit_job.store.tables import audit_run, audit_target
+from audit_job.store.tables import audit_run, audit_target, session_check
 
 APPS = ("app-a", "app-b", "app-c")
 Pair = tuple[str, str]
@@ -120,3 +120,28 @@ async def build_scenario(url: str, tmp_path: Path) -> Scenario:
         run_ids.append((await run_service.execute(loaded, request, asyncio.Event())).run_id)
     errors = {p for p in pairs if p[1].startswith("missing-")}
     return Scenario(url, run_ids, skipped, flipped, gone, added, errors)
+
+
+async def checks_by_pair(url: str, run_id: int) -> dict[tuple[str, str], dict[str, object]]:
+    async with opened(url) as engine, engine.connect() as conn:
+        rows = await conn.execute(select(session_check).where(session_check.c.run_id == run_id))
+        return {(r.app_id, r.user_id): dict(r._mapping) for r in rows}
+
+
+def expected_changes(
+    before: dict[tuple[str, str], dict[str, object]],
+    after: dict[tuple[str, str], dict[str, object]],
+    targets: set[tuple[str, str]],
+) -> dict[tuple[str, str], str]:
+    """The change rules, written out over two runs' rows in Python."""
+    found = {}
+    for pair, now in after.items():
+        old = before.get(pair)
+        if old is None:
+            found[pair] = "newly_seen"
+        elif None not in (old["active"], now["active"]) and old["active"] != now["active"]:
+            found[pair] = "inactive->active" if now["active"] else "active->inactive"
+    for pair in before.keys() - after.keys():
+        if pair not in targets:
+            found[pair] = "gone_from_targets"
+    return found

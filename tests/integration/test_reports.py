@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from reporting_scenario import Scenario, build_scenario
+from reporting_scenario import Scenario, build_scenario, checks_by_pair, expected_changes
 from sqlalchemy import func, inspect, select, text, update
 
 from audit_job.commands import prune as prune_service
@@ -30,31 +30,6 @@ async def scenario(db_url: str, tmp_path: Path) -> Scenario:
 
 def settings_for(url: str) -> Settings:
     return Settings(database=DatabaseSettings(url=url))
-
-
-async def checks_by_pair(url: str, run_id: int) -> dict[tuple[str, str], dict[str, object]]:
-    async with opened(url) as engine, engine.connect() as conn:
-        rows = await conn.execute(select(session_check).where(session_check.c.run_id == run_id))
-        return {(r.app_id, r.user_id): dict(r._mapping) for r in rows}
-
-
-def expected_changes(
-    before: dict[tuple[str, str], dict[str, object]],
-    after: dict[tuple[str, str], dict[str, object]],
-    targets: set[tuple[str, str]],
-) -> dict[tuple[str, str], str]:
-    """The change rules, written out over two runs' rows in Python."""
-    found = {}
-    for pair, now in after.items():
-        old = before.get(pair)
-        if old is None:
-            found[pair] = "newly_seen"
-        elif None not in (old["active"], now["active"]) and old["active"] != now["active"]:
-            found[pair] = "inactive->active" if now["active"] else "active->inactive"
-    for pair in before.keys() - after.keys():
-        if pair not in targets:
-            found[pair] = "gone_from_targets"
-    return found
 
 
 async def test_changes_follow_the_truth_and_the_rows(scenario: Scenario) -> None:
