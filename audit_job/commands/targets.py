@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import unicodedata
 from collections.abc import AsyncIterator, Iterator
@@ -77,19 +78,30 @@ def parse_csv(stream: BinaryIO, name: str = "-") -> Iterator[Row | Rejected]:
     """Rows of a `app_id,user_id[,enabled]` CSV, each valid or rejected with its line."""
     lines = _lines(stream)
     header: list[str] | None = None
+    header_line = 1
     for number, raw in lines:
         if raw is None:
             raise ConfigError(f"{name}: line {number}: header line too long")
+        if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or b"\x00" in raw:
+            # A UTF-16 export (Excel "Unicode text") used to end in an internal csv.Error.
+            raise ConfigError(
+                f"{name}: line {number}: not UTF-8 text (UTF-16 or binary?); save it as UTF-8"
+            )
         text = raw.decode("utf-8", errors="replace").lstrip("\ufeff").strip()
         if not text:
             continue
-        header = [h.strip().lower() for h in next(csv.reader([text]))]
+        try:
+            header = [h.strip().lower() for h in next(csv.reader([text], strict=True))]
+        except csv.Error as exc:
+            raise ConfigError(f"{name}: line {number}: malformed CSV header ({exc})") from None
+        header_line = number
         break
     if header is None:
         raise ConfigError(f"{name}: empty file: expected a header line 'app_id,user_id'")
     if "app_id" not in header or "user_id" not in header:
         raise ConfigError(
-            f"{name}: line 1: header must name app_id and user_id (got {','.join(header)!r})"
+            f"{name}: line {header_line}: header must name app_id and user_id "
+            f"(got {','.join(header)!r})"
         )
     app_at, user_at = header.index("app_id"), header.index("user_id")
     enabled_at = header.index("enabled") if "enabled" in header else None
