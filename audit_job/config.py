@@ -306,6 +306,11 @@ def _describe(origin: str, text: str, err: Mapping[str, Any]) -> str:
         shown = err.get("input")
         if loc and loc[-1] == "url" and isinstance(shown, str):
             shown = _mask_url(shown)  # a rejected URL may still carry a real password
+        if loc and loc[-1] == "access_key_secret":
+            # An all-digit secret left unquoted is still the secret. "(value hidden)" also
+            # keeps `key: ` out of the line, which log redaction would mask as a secret.
+            shown = SecretStr("")
+            where += " (value hidden)"
         what = f"{_expectation(loc, err)}, got {_show(shown)}"
     line = _line_of(text, loc)
     suffix = f" (line {line})" if line else ""
