@@ -24,6 +24,12 @@ most once per `decrease_interval_seconds` (1 s) so a volley of simultaneous 429s
 never below `min_rate`. From `recovery_delay_seconds` (1 s) after the last decrease the rate
 climbs linearly by `recovery_fraction` (5 %) of the cap per second back to the cap: from 0.7
 of the cap, about 7 s. Recovery is a function of time, read lazily; no task runs for it.
+
+Remembered ceiling (optional, `fast_recovery_fraction`): the rate at the last throttle is
+where the server pushed back. Below `fast_recovery_until` (97 %) of it the rate climbs at the
+fast fraction, then probes on at the slow one. A client sharing a quota, or set exactly at the
+server's limit, then spends little time far below the limit after each 429, instead of
+crawling back from 70 % every time; the slow probe still finds a limit that was raised.
 """
 
 from __future__ import annotations
@@ -64,6 +70,8 @@ class AdaptiveRateLimiter:
         decrease_interval_seconds: float = 1.0,
         recovery_delay_seconds: float = 1.0,
         recovery_fraction: float = 0.05,
+        fast_recovery_fraction: float | None = None,
+        fast_recovery_until: float = 0.97,
     ) -> None:
         _check_rate("rate_per_second", rate_per_second)
         _check_rate("min_rate", min_rate)
@@ -73,6 +81,12 @@ class AdaptiveRateLimiter:
             raise ValueError(f"decrease_factor must be in (0, 1), got {decrease_factor!r}")
         if not (recovery_fraction > 0 and math.isfinite(recovery_fraction)):
             raise ValueError(f"recovery_fraction must be > 0, got {recovery_fraction!r}")
+        if fast_recovery_fraction is not None and not (
+            fast_recovery_fraction > 0 and math.isfinite(fast_recovery_fraction)
+        ):
+            raise ValueError(f"fast_recovery_fraction must be > 0, got {fast_recovery_fraction!r}")
+        if not 0 < fast_recovery_until <= 1:
+            raise ValueError(f"fast_recovery_until must be in (0, 1], got {fast_recovery_until!r}")
         if decrease_interval_seconds < 0 or recovery_delay_seconds < 0:
             raise ValueError("decrease_interval_seconds and recovery_delay_seconds must be >= 0")
         self._clock = clock
@@ -83,12 +97,29 @@ class AdaptiveRateLimiter:
         self._decrease_interval = decrease_interval_seconds
         self._recovery_delay = recovery_delay_seconds
         self._recovery_fraction = recovery_fraction
+        self._fast_fraction = fast_recovery_fraction
+        self._fast_until = fast_recovery_until
+        self._ceiling = math.inf  # the rate at the last throttle
         self._cap = rate_per_second
         self._rate = rate_per_second
         self._tat = -math.inf
         self._last_decrease_at = -math.inf
         self._rate_updated_at = -math.inf
         self._released: deque[float] = deque(maxlen=_window_quota(rate_per_second))
+
+    @classmethod
+    def for_run(cls, rate_per_second: float) -> AdaptiveRateLimiter:
+        """The tuning runs use: a gentler cut (x0.8) after a short pause (0.5 s), a fast climb
+        back to the remembered ceiling, then a slow probe (+2 % of the cap per second). It
+        holds a rate set at the server's limit close to it, and settles near an unknown
+        lower limit without a 429 storm (see benchmarks/run.py)."""
+        return cls(
+            rate_per_second,
+            decrease_factor=0.8,
+            recovery_delay_seconds=0.5,
+            recovery_fraction=0.02,
+            fast_recovery_fraction=0.25,
+        )
 
     @property
     def cap(self) -> float:
@@ -124,6 +155,7 @@ class AdaptiveRateLimiter:
         rate = self._recover(now)
         if now - self._last_decrease_at < self._decrease_interval:
             return False
+        self._ceiling = rate
         self._rate = max(self._min_rate, rate * self._decrease_factor)
         self._last_decrease_at = now
         self._rate_updated_at = now
@@ -152,12 +184,20 @@ class AdaptiveRateLimiter:
         return min(self._min_rate_setting, self._cap)
 
     def _recover(self, now: float) -> float:
-        """Apply the linear climb due since the last update; return the current rate."""
+        """Apply the climb due since the last update; return the current rate."""
         rate = self._rate
         if rate < self._cap:
             start = max(self._rate_updated_at, self._last_decrease_at + self._recovery_delay)
             if now > start:
-                rate = min(self._cap, rate + self._cap * self._recovery_fraction * (now - start))
+                elapsed = now - start
+                if self._fast_fraction is not None:
+                    knee = min(self._cap, self._ceiling * self._fast_until)
+                    if rate < knee:
+                        step = self._cap * self._fast_fraction
+                        needed = (knee - rate) / step
+                        rate = knee if elapsed > needed else rate + step * elapsed
+                        elapsed = max(0.0, elapsed - needed)
+                rate = min(self._cap, rate + self._cap * self._recovery_fraction * elapsed)
                 self._rate = rate
                 self._rate_updated_at = now
         return rate

@@ -399,3 +399,57 @@ def test_rate_must_be_positive_and_finite(rate: Any) -> None:
 def test_bad_settings_are_rejected(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         AdaptiveRateLimiter(10, **kwargs)
+
+
+def test_fast_recovery_climbs_quickly_to_the_remembered_ceiling_then_probes() -> None:
+    vt = VirtualTime()
+    limiter = AdaptiveRateLimiter(
+        100,
+        clock=vt.clock,
+        decrease_factor=0.8,
+        recovery_delay_seconds=0.5,
+        recovery_fraction=0.02,
+        fast_recovery_fraction=0.25,
+    )
+    limiter.on_throttle()  # at 100: ceiling 100, rate 80
+    assert limiter.current_rate == pytest.approx(80)
+    vt.advance(0.5)
+    assert limiter.current_rate == pytest.approx(80)  # quiet period first
+    vt.advance(0.4)
+    assert limiter.current_rate == pytest.approx(90)  # +25 % of the cap per second
+    vt.advance(0.28)
+    assert limiter.current_rate == pytest.approx(97)  # the knee: 97 % of the ceiling
+    vt.advance(1.0)
+    assert limiter.current_rate == pytest.approx(99)  # then +2 % of the cap per second
+    vt.advance(10)
+    assert limiter.current_rate == 100
+
+
+def test_fast_recovery_follows_a_lower_ceiling() -> None:
+    vt = VirtualTime()
+    limiter = AdaptiveRateLimiter(
+        100,
+        clock=vt.clock,
+        decrease_factor=0.5,
+        recovery_delay_seconds=0,
+        recovery_fraction=0.01,
+        fast_recovery_fraction=1.0,
+    )
+    limiter.on_throttle()  # ceiling 100 -> 50
+    vt.advance(0.1)
+    limiter.on_throttle()  # inside the decrease interval: ignored
+    vt.advance(1.0)
+    # The ignored throttle still applied 0.1 s of climb (50 -> 60); then 0.37 s to the knee
+    # at 97, and 0.63 s at +1/s.
+    assert limiter.current_rate == pytest.approx(97.63)
+    limiter.on_throttle()  # ceiling 97.63 -> 48.815
+    vt.advance(2)
+    knee = 0.97 * 97.63
+    assert limiter.current_rate == pytest.approx(knee + 1.0 * (2 - (knee - 48.815) / 100))
+
+
+def test_fast_recovery_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="fast_recovery_fraction"):
+        AdaptiveRateLimiter(10, fast_recovery_fraction=0)
+    with pytest.raises(ValueError, match="fast_recovery_until"):
+        AdaptiveRateLimiter(10, fast_recovery_fraction=0.2, fast_recovery_until=1.5)
