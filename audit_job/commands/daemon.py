@@ -114,6 +114,7 @@ class Daemon:
         self.epoch: int | None = None
         self._valid_until = 0.0  # monotonic end of the lease as this node last renewed it
         self._busy: str | None = None
+        self._gaining = False
         self._idle = asyncio.Event()  # set whenever _busy is None
         self._idle.set()
         self._run_task: asyncio.Task[RunSummary] | None = None
@@ -323,6 +324,11 @@ class Daemon:
                 if self.epoch is not None:
                     self._step_down(f"epoch moved to {epoch}")
                 self._gain(epoch, started)
+            elif not self.is_leader:
+                # Renewed, but only after the lease had lapsed locally: fires in the gap
+                # were dropped, so account for them as after any takeover.
+                self._step_down("the lease lapsed before it was renewed")
+                self._gain(epoch, started)
             else:
                 self._valid_until = started + self.lease_seconds
             try:
@@ -341,6 +347,7 @@ class Daemon:
         self.epoch = epoch
         self._valid_until = started + self.lease_seconds
         self.metrics.leader, self.metrics.epoch = True, epoch
+        self._gaining = True  # until _on_gain has accounted for the slots so far
         log.info("leader now (epoch %d)", epoch, extra={"event": "leader_gained"})
         self._gain_task = self._spawn(self._on_gain(epoch))
 
@@ -388,6 +395,7 @@ class Daemon:
                     epoch=epoch,
                     missed=missed,
                 )
+            self._gaining = False
             if recorded and missed is not None:
                 self.metrics.missed_slots += missed[2]
                 log.warning("%s", _missed_message(*missed), extra={"event": "slots_missed"})
@@ -397,6 +405,8 @@ class Daemon:
         except Exception as exc:
             log.error("taking over failed: %s", describe_db_error(exc), extra={"event": "gain"})
         finally:
+            if asyncio.current_task() is self._gain_task:  # not a newer takeover's flag
+                self._gaining = False
             self._busy = None
             self._idle.set()
 
@@ -422,7 +432,7 @@ class Daemon:
     def _account(
         self, slot: datetime, status: RunStatus, missed: tuple[datetime, datetime, int] | None
     ) -> None:
-        if self.is_leader and self.epoch is not None:
+        if self.is_leader and self.epoch is not None and not self._gaining:
             message = (
                 _missed_message(*missed)
                 if missed
@@ -462,8 +472,8 @@ class Daemon:
 
     async def _fire(self) -> None:
         slot = self._submitted.popleft() if self._submitted else None
-        if slot is None or not self.is_leader or self.epoch is None:
-            return  # a follower: the leader accounts for this slot
+        if slot is None or not self.is_leader or self.epoch is None or self._gaining:
+            return  # a follower, or taking over: _on_gain accounts for this slot
         epoch = self.epoch
         if self._busy:
             await self._record(
@@ -560,10 +570,15 @@ class Daemon:
         elif isinstance(exc, FencedOut):
             log.warning("%s", exc, extra={"event": "fenced_out"})
             self._step_down("fenced out")
-        elif isinstance(exc, AuditJobError):
-            log.error("run failed: %s", exc, extra={"event": "run_error"})
         else:
-            log.error("run failed: %r", exc, exc_info=exc, extra={"event": "run_error"})
+            if isinstance(exc, AuditJobError):
+                log.error("run failed: %s", exc, extra={"event": "run_error"})
+            else:
+                log.error("run failed: %r", exc, exc_info=exc, extra={"event": "run_error"})
+            if slot is not None and self.epoch is not None:
+                # When the run could not even be created, the slot still gets its row.
+                message = f"the run could not start: {exc}"
+                await self._record(self.epoch, slot, RunStatus.MISSED, message, (slot, slot, 1))
 
     async def _prune(self, keep_days: int) -> None:
         assert self.engine is not None

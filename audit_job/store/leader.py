@@ -35,6 +35,7 @@ from audit_job.store.tables import audit_run, leader_lease
 from audit_job.store.types import utcnow
 
 LEASE_NAME = "daemon"
+FROZEN_WRITER_MS = 2000  # adds at most this to the takeover bound
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,12 @@ async def check_fence(conn: AsyncConnection, epoch: int) -> None:
     the lease row until the caller's transaction ends, so no takeover slips in between."""
     stmt = select(leader_lease.c.epoch).where(leader_lease.c.name == LEASE_NAME)
     if conn.dialect.name == "postgresql":
+        # A writer frozen (SIGSTOP, GC pause) inside this transaction would hold the share
+        # lock, and so block every takeover, for as long as it sleeps: PostgreSQL ends
+        # such a session once it idles in the transaction past this bound.
+        await conn.execute(
+            text(f"SET LOCAL idle_in_transaction_session_timeout = {FROZEN_WRITER_MS}")
+        )
         stmt = stmt.with_for_update(read=True)
     current = (await conn.execute(stmt)).scalar_one_or_none()
     if current is None or int(current) != epoch:
