@@ -32,6 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from audit_job.models import CheckResult, CheckStatus, RunStatus
+from audit_job.store import bulk
 from audit_job.store.dialect import lock_skip_locked, upsert_state
 from audit_job.store.tables import (
     MESSAGE_LENGTH,
@@ -305,6 +306,8 @@ async def claim_pending(
         session_check.c.claimed_by.notin_(fresh),
         session_check.c.claimed_by.in_(dead_here),
     )
+    if conn.dialect.name in bulk.SUPPORTED:
+        return await bulk.claim(conn, run_id, worker_id, cutoff, dead_here, limit)
     pick = lock_skip_locked(
         select(session_check.c.id, session_check.c.app_id, session_check.c.user_id)
         .where(
@@ -372,39 +375,7 @@ async def write_results(
     """One batch of final answers, in the caller's transaction."""
     if not results:
         return
-    await conn.execute(
-        _WRITE_CHECK,
-        [
-            {
-                "b_id": row_id,
-                "b_status": r.status.value,
-                "b_active": r.active,
-                "b_checked_at": r.checked_at,
-                "b_attempts": r.attempts,
-                "b_http_status": _bounded(r.http_status, INT32),
-                "b_status_code": _bounded(r.status_code, INT32),
-                "b_api_code": _bounded(r.api_code, INT64),
-                "b_message": _clip(r.message, MESSAGE_LENGTH),
-                "b_request_id": _clip(r.request_id, REQUEST_ID_LENGTH),
-                "b_latency_ms": r.latency_ms,
-            }
-            for row_id, _app, _user, r in results
-        ],
-    )
-    states = [
-        {
-            "app_id": app,
-            "user_id": user,
-            "active": r.active,
-            "checked_at": r.checked_at,
-            "changed_at": r.checked_at,
-            "run_id": run_id,
-        }
-        for _id, app, user, r in results
-        if r.active is not None
-    ]
-    if states:
-        await conn.execute(upsert_state(session_state, conn.dialect.name), states)
+    # First through SQLAlchemy: it also opens the transaction the bulk statements join.
     await conn.execute(
         update(audit_run)
         .where(audit_run.c.id == run_id)
@@ -414,6 +385,61 @@ async def write_results(
             heartbeat_at=utcnow(),
         )
     )
+    checks: list[bulk.CheckRow] = [
+        (
+            row_id,
+            r.status.value,
+            r.active,
+            r.checked_at,
+            r.attempts,
+            _bounded(r.http_status, INT32),
+            _bounded(r.status_code, INT32),
+            _bounded(r.api_code, INT64),
+            _clip(r.message, MESSAGE_LENGTH),
+            _clip(r.request_id, REQUEST_ID_LENGTH),
+            r.latency_ms,
+        )
+        for row_id, _app, _user, r in results
+    ]
+    states: list[bulk.StateRow] = [
+        (app, user, r.active, r.checked_at, run_id)
+        for _id, app, user, r in results
+        if r.active is not None
+    ]
+    if conn.dialect.name in bulk.SUPPORTED:
+        await bulk.write_checks(conn, checks)
+        if states:
+            await bulk.upsert_states(conn, states)
+        return
+    names = (
+        "b_id",
+        "b_status",
+        "b_active",
+        "b_checked_at",
+        "b_attempts",
+        "b_http_status",
+        "b_status_code",
+        "b_api_code",
+        "b_message",
+        "b_request_id",
+        "b_latency_ms",
+    )
+    await conn.execute(_WRITE_CHECK, [dict(zip(names, row, strict=True)) for row in checks])
+    if states:
+        await conn.execute(
+            upsert_state(session_state, conn.dialect.name),
+            [
+                {
+                    "app_id": a,
+                    "user_id": u,
+                    "active": act,
+                    "checked_at": at,
+                    "changed_at": at,
+                    "run_id": rid,
+                }
+                for a, u, act, at, rid in states
+            ],
+        )
 
 
 async def status_counts(conn: AsyncConnection, run_id: int) -> dict[str, int]:

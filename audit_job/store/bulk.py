@@ -1,0 +1,177 @@
+"""The per-batch hot path, in each driver's own terms.
+
+A run writes every answer once and claims every row once, so these statements run about
+as often as requests are sent. Going through the driver connection (inside SQLAlchemy's
+transaction) skips per-row bind processing, which cost more CPU than the SQL itself.
+PostgreSQL gets one statement per batch (arrays unnested server-side); SQLite gets
+`executemany` of prepared statements. Other dialects use the Core statements in runs.py.
+Values arrive already bounded and clipped (runs.py); times are aware UTC datetimes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+# (id, status, active, checked_at, attempts, http_status, status_code, api_code, message,
+#  request_id, latency_ms)
+CheckRow = tuple[
+    int,
+    str,
+    bool | None,
+    datetime,
+    int,
+    int | None,
+    int | None,
+    int | None,
+    str | None,
+    str | None,
+    int | None,
+]
+# (app_id, user_id, active, checked_at, run_id)
+StateRow = tuple[str, str, bool, datetime, int]
+
+SUPPORTED = ("postgresql", "sqlite")
+
+
+def sqlite_time(value: datetime) -> str:
+    """How SQLAlchemy stores a UTC DateTime in SQLite (see store.types.UtcDateTime)."""
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+async def _driver(conn: AsyncConnection) -> Any:
+    raw = await conn.get_raw_connection()
+    if getattr(raw, "_transaction", False) is None:
+        # SQLAlchemy's asyncpg adapter opens the transaction at its first statement; a
+        # statement sent straight to the driver before that would run outside it.
+        await conn.execute(text("SELECT 1"))
+    return raw.driver_connection
+
+
+_PG_WRITE = """
+UPDATE session_check AS s SET
+    status = v.status, active = v.active, checked_at = v.checked_at, attempts = v.attempts,
+    http_status = v.http_status, status_code = v.status_code, api_code = v.api_code,
+    message = v.message, request_id = v.request_id, latency_ms = v.latency_ms,
+    claimed_by = NULL
+FROM unnest($1::bigint[], $2::text[], $3::boolean[], $4::timestamptz[], $5::int[],
+            $6::int[], $7::int[], $8::bigint[], $9::text[], $10::text[], $11::int[])
+    AS v(id, status, active, checked_at, attempts, http_status, status_code, api_code,
+         message, request_id, latency_ms)
+WHERE s.id = v.id AND s.status = 'pending'
+"""
+
+_SQLITE_WRITE = """
+UPDATE session_check SET
+    status = ?, active = ?, checked_at = ?, attempts = ?, http_status = ?, status_code = ?,
+    api_code = ?, message = ?, request_id = ?, latency_ms = ?, claimed_by = NULL
+WHERE id = ? AND status = 'pending'
+"""
+
+_PG_STATE = """
+INSERT INTO session_state AS t (app_id, user_id, active, checked_at, changed_at, run_id)
+SELECT v.app_id, v.user_id, v.active, v.checked_at, v.checked_at, v.run_id
+FROM unnest($1::text[], $2::text[], $3::boolean[], $4::timestamptz[], $5::int[])
+    AS v(app_id, user_id, active, checked_at, run_id)
+ON CONFLICT (app_id, user_id) DO UPDATE SET
+    active = excluded.active,
+    checked_at = excluded.checked_at,
+    run_id = excluded.run_id,
+    changed_at = CASE WHEN t.active <> excluded.active
+                      THEN excluded.checked_at ELSE t.changed_at END
+WHERE excluded.checked_at >= t.checked_at
+"""
+
+_SQLITE_STATE = """
+INSERT INTO session_state (app_id, user_id, active, checked_at, changed_at, run_id)
+VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (app_id, user_id) DO UPDATE SET
+    active = excluded.active,
+    checked_at = excluded.checked_at,
+    run_id = excluded.run_id,
+    changed_at = CASE WHEN session_state.active <> excluded.active
+                      THEN excluded.checked_at ELSE session_state.changed_at END
+WHERE excluded.checked_at >= session_state.checked_at
+"""
+
+
+async def write_checks(conn: AsyncConnection, rows: Sequence[CheckRow]) -> None:
+    driver = await _driver(conn)
+    if conn.dialect.name == "postgresql":
+        await driver.execute(_PG_WRITE, *(list(column) for column in zip(*rows, strict=True)))
+        return
+    await driver.executemany(
+        _SQLITE_WRITE,
+        [
+            (status, active, sqlite_time(at), attempts, http, code, api, msg, req, ms, row_id)
+            for row_id, status, active, at, attempts, http, code, api, msg, req, ms in rows
+        ],
+    )
+
+
+async def upsert_states(conn: AsyncConnection, rows: Sequence[StateRow]) -> None:
+    driver = await _driver(conn)
+    # One row per pair per statement: ON CONFLICT cannot touch a row twice in one command.
+    latest: dict[tuple[str, str], StateRow] = {}
+    for row in rows:
+        key = (row[0], row[1])
+        if key not in latest or row[3] >= latest[key][3]:
+            latest[key] = row
+    if conn.dialect.name == "postgresql":
+        columns = [list(column) for column in zip(*latest.values(), strict=True)]
+        await driver.execute(_PG_STATE, *columns)
+        return
+    await driver.executemany(
+        _SQLITE_STATE,
+        [
+            (app, user, active, sqlite_time(at), sqlite_time(at), run_id)
+            for app, user, active, at, run_id in latest.values()
+        ],
+    )
+
+
+def _claim_sql(dialect: str, dead_here: int) -> str:
+    mark = (lambda n: f"${n}") if dialect == "postgresql" else (lambda n: "?")
+    dead = ", ".join(mark(6 + i) for i in range(dead_here))
+    dead_clause = f" OR claimed_by IN ({dead})" if dead_here else ""
+    lock = " FOR UPDATE SKIP LOCKED" if dialect == "postgresql" else ""
+    return f"""
+UPDATE session_check SET claimed_by = {mark(1)}
+WHERE id IN (
+    SELECT id FROM session_check
+    WHERE run_id = {mark(2)} AND status = 'pending'
+      AND (claimed_by IS NULL
+           OR claimed_by NOT IN (SELECT worker_id FROM audit_worker
+                                 WHERE run_id = {mark(3)} AND heartbeat_at > {mark(4)})
+           {dead_clause})
+    ORDER BY id LIMIT {mark(5)}{lock})
+RETURNING id, app_id, user_id
+"""
+
+
+async def claim(
+    conn: AsyncConnection,
+    run_id: int,
+    worker_id: str,
+    cutoff: datetime,
+    dead_here: Sequence[str],
+    limit: int,
+) -> list[tuple[int, str, str]]:
+    """One statement: mark up to `limit` free pending rows as this worker's, return them."""
+    driver = await _driver(conn)
+    sql = _claim_sql(conn.dialect.name, len(dead_here))
+    if conn.dialect.name == "postgresql":
+        rows = await driver.fetch(sql, worker_id, run_id, run_id, cutoff, limit, *dead_here)
+        found = [(r[0], r[1], r[2]) for r in rows]
+    else:
+        # `?` binds in text order: the dead-worker list comes before LIMIT.
+        params = (worker_id, run_id, run_id, sqlite_time(cutoff), *dead_here, limit)
+        cursor = await driver.execute(sql, params)
+        found = [(r[0], r[1], r[2]) for r in await cursor.fetchall()]
+        await cursor.close()
+    found.sort()
+    return found
