@@ -138,6 +138,7 @@ class Pipeline:
         )
         self._buffer: list[tuple[int, str, str, CheckResult]] = []
         self._flush_now = asyncio.Event()
+        self._room = asyncio.Event()
         self._drained = asyncio.Event()
         self._drained.set()
         self._closing = False
@@ -235,9 +236,23 @@ class Pipeline:
 
     # -- feeder ------------------------------------------------------------------------------
 
+    def _claim_size(self) -> int:
+        """About half a second of work at the pace seen so far: a worker sitting on
+        claimed rows is what leaves its peers idle at the end of a shared run."""
+        settings = self.settings
+        floor = min(settings.claim_size, 2 * settings.concurrency)
+        return max(floor, min(settings.claim_size, int(self.progress.rate() * 0.5)))
+
     async def _feed(self, stop: asyncio.Event) -> None:
-        size = self.settings.claim_size
+        queue = self._queue
         while not stop.is_set():
+            # Claim again only when the queue runs low, and only what fits.
+            while queue.qsize() > self.settings.concurrency:
+                self._room.clear()
+                await self._room.wait()
+            if stop.is_set():
+                break
+            size = self._claim_size() - queue.qsize()
             rows = await self._with_store_retry(self._claim, size)
             if not rows:
                 if not await self._with_store_retry(self._others_hold_rows):
@@ -284,6 +299,8 @@ class Pipeline:
         limit = batch_size * 4
         while True:
             item = await queue.get()
+            if queue.qsize() <= self.settings.concurrency:
+                self._room.set()
             if item is None or self._stopping:
                 return
             row_id, app_id, user_id = item

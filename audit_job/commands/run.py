@@ -334,14 +334,14 @@ async def _drive(
     progress = Progress(
         total=sum(counts.values()), done_before=sum(counts.values()) - counts["pending"]
     )
-    limiter = AdaptiveRateLimiter(audit.rate_per_second)
+    limiter = AdaptiveRateLimiter.for_run(audit.rate_per_second)
     stats = ClientStats()
     if on_start is not None:
         on_start(RunHandle(run_id, progress, stats, limiter))
     pipeline_settings = PipelineSettings(
         concurrency=audit.concurrency,
         batch_size=audit.batch_size,
-        claim_size=min(max(2 * audit.concurrency, int(audit.rate_per_second * 2)), 2000),
+        claim_size=min(max(2 * audit.concurrency, int(audit.rate_per_second * 0.5)), 2000),
         heartbeat_seconds=audit.heartbeat_seconds,
         dead_after_seconds=audit.dead_after_seconds,
         write_retry_seconds=settings.database.write_retry_seconds,
