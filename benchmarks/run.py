@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/run.py [--quick] [--rounds 3] [--no-pg] [--no-install]
                                        [--million-seconds 60] [--skip SCENARIO ...]
 
-Installs what it needs (the `test` and `fast` extras), starts the loopback stand-in
+Installs what it needs (the `test` extra), starts the loopback stand-in
 (benchmarks/standin.py) pinned to one core and every client on the other, and runs, in one
 invocation: the 20,000-pair throughput comparison in interleaved rounds, 1,000,000 pairs for
 memory and snapshot time, 50 ms latency, a server limit equal to the configured rate, a server
@@ -60,8 +60,8 @@ def ensure_installed(skip: bool) -> None:
     missing = [name for name in needed if importlib.util.find_spec(name) is None]
     if not missing or skip:
         return
-    print(f"installing the test and fast extras (missing: {', '.join(missing)})", flush=True)
-    subprocess.run([PY, "-m", "pip", "install", "--quiet", "-e", f"{ROOT}[test,fast]"], check=True)
+    print(f"installing the test extra (missing: {', '.join(missing)})", flush=True)
+    subprocess.run([PY, "-m", "pip", "install", "--quiet", "-e", f"{ROOT}[test]"], check=True)
 
 
 def cores() -> tuple[int | None, int | None]:
