@@ -218,7 +218,7 @@ def assert_all_true(checks: dict[Pair, Any], pairs: list[Pair]) -> None:
 async def test_sigkill_then_resume_gives_one_row_per_pair_and_asks_only_the_rest(
     db_url: str, tmp_path: Path, cli: Cli
 ) -> None:
-    pairs = sample_pairs(200)
+    pairs = sample_pairs(300)
     await seed_targets(db_url, pairs)
     async with Emulator(EmulatorOptions(seed=SEED, delay_ms=50)) as emu:
         cfg = config(tmp_path / "audit-job.toml", db_url, emu.url)
@@ -226,8 +226,9 @@ async def test_sigkill_then_resume_gives_one_row_per_pair_and_asks_only_the_rest
         run_id = await started_run(db_url, proc, min_final=40)
         proc.process.kill()
         assert await proc.wait() == -signal.SIGKILL
-        emu.reset_stats()
         await asyncio.sleep(0.2)  # let the emulator's handlers of the dead client end
+        emu.reset_stats()
+        emu.configure(delay_ms=0)
 
         before = await checks_of(db_url, run_id)
         kept = finals(before)
@@ -249,14 +250,14 @@ async def test_sigkill_then_resume_gives_one_row_per_pair_and_asks_only_the_rest
     assert_all_true(after, pairs)
     assert {p: v for p, v in finals(after).items() if p in kept} == kept
     (row,) = [r for r in await run_rows(db_url) if r.id == run_id]
-    assert (row.status, row.total, row.active + row.inactive) == ("succeeded", 200, 200)
+    assert (row.status, row.total, row.active + row.inactive) == ("succeeded", 300, 300)
 
 
 @pytest.mark.timeout(60)
 async def test_sigterm_interrupts_keeps_every_answer_and_resume_completes(
     db_url: str, tmp_path: Path, cli: Cli
 ) -> None:
-    pairs = sample_pairs(200)
+    pairs = sample_pairs(300)
     await seed_targets(db_url, pairs)
     async with Emulator(EmulatorOptions(seed=SEED, delay_ms=50)) as emu:
         cfg = config(tmp_path / "audit-job.toml", db_url, emu.url)
@@ -286,6 +287,7 @@ async def test_sigterm_interrupts_keeps_every_answer_and_resume_completes(
         assert f"--resume {run_id}" in row.message
 
         emu.reset_stats()
+        emu.configure(delay_ms=0)
         resumed = await cli.run("--config", cfg, "run", "--resume", str(run_id), "--json")
         assert resumed.process.returncode == 0, resumed.stderr
         assert asked(emu) == dict.fromkeys(pending, 1)
@@ -359,7 +361,7 @@ async def test_wrong_credentials_fail_fast_and_leave_pairs_pending(
 async def test_a_live_run_refuses_a_second_a_dead_one_is_reported(
     db_url: str, tmp_path: Path, cli: Cli
 ) -> None:
-    pairs = sample_pairs(60)
+    pairs = sample_pairs(200)  # ~20 s if left alone: it is still live when refused
     await seed_targets(db_url, pairs)
     async with Emulator(EmulatorOptions(seed=SEED, delay_ms=200)) as emu:
         cfg = config(tmp_path / "audit-job.toml", db_url, emu.url, concurrency=2)
@@ -428,11 +430,11 @@ async def test_dry_run_counts_without_calling_the_api_or_creating_a_run(
 async def test_a_worker_joins_a_live_run_and_no_pair_is_asked_twice(
     db_url: str, tmp_path: Path, cli: Cli
 ) -> None:
-    pairs = sample_pairs(320)
+    pairs = sample_pairs(400)
     await seed_targets(db_url, pairs)
     async with Emulator(EmulatorOptions(seed=SEED, delay_ms=20)) as emu:
         # A modest rate keeps claims small (2 s of work each): the owner holds two claims
-        # ahead and takes the last one only ~4 s in, so the worker finds rows to claim.
+        # ahead and takes the last one only ~6 s in, so the worker finds rows to claim.
         cfg = config(
             tmp_path / "audit-job.toml", db_url, emu.url, concurrency=4, rate_per_second=40
         )
@@ -449,4 +451,4 @@ async def test_a_worker_joins_a_live_run_and_no_pair_is_asked_twice(
     assert owner.summary()["status"] == "succeeded"
     assert_all_true(await checks_of(db_url, run_id), pairs)
     (row,) = await run_rows(db_url)
-    assert (row.status, row.total) == ("succeeded", 320)
+    assert (row.status, row.total) == ("succeeded", 400)
