@@ -433,8 +433,8 @@ async def test_a_worker_joins_a_live_run_and_no_pair_is_asked_twice(
     pairs = sample_pairs(400)
     await seed_targets(db_url, pairs)
     async with Emulator(EmulatorOptions(seed=SEED, delay_ms=20)) as emu:
-        # A modest rate keeps claims small (2 s of work each): the owner holds two claims
-        # ahead and takes the last one only ~6 s in, so the worker finds rows to claim.
+        # A modest rate stretches the run over a few seconds and keeps claims small (they
+        # scale with the rate), so rows are still unclaimed when the worker arrives.
         cfg = config(
             tmp_path / "audit-job.toml", db_url, emu.url, concurrency=4, rate_per_second=40
         )
