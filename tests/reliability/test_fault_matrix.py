@@ -20,7 +20,7 @@ from audit_job.commands import run as run_service
 from audit_job.emulator import Emulator, EmulatorOptions
 from audit_job.models import RunStatus
 
-PAIRS = 300
+PAIRS = 200
 RATE_CAP = 400.0
 MAX_ATTEMPTS = 10
 TIMEOUT_SECONDS = 0.5

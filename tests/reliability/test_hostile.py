@@ -320,7 +320,7 @@ def test_hostile_answers_never_crash_and_never_become_answers(db_url: str) -> No
     with HostileServer() as server:
 
         @settings(
-            max_examples=150,
+            max_examples=100,
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
         )

@@ -29,7 +29,7 @@ from relsupport import (
 from audit_job.emulator import EmulatorOptions
 
 PAIRS = 2000
-ITERATIONS = 7
+ITERATIONS = 6
 SEED = 20240611
 ENDED = {"succeeded", "completed_with_errors", "failed"}
 
