@@ -25,6 +25,12 @@ never below `min_rate`. From `recovery_delay_seconds` (1 s) after the last decre
 climbs linearly by `recovery_fraction` (5 %) of the cap per second back to the cap: from 0.7
 of the cap, about 7 s. Recovery is a function of time, read lazily; no task runs for it.
 
+Stray throttles (optional, `min_throttles`, `throttle_share`): a client paced right at the
+server's limit sees an occasional 429 from timing jitter, and a busy server an occasional
+"system busy"; cutting the rate for each costs far more than the one retried request. The
+rate is cut only when, within one second, at least max(min_throttles, share x rate)
+throttles arrived (each retried request still honours its own Retry-After).
+
 Remembered ceiling (optional, `fast_recovery_fraction`): the rate at the last throttle is
 where the server pushed back. Below `fast_recovery_until` (97 %) of it the rate climbs at the
 fast fraction, then probes on at the slow one. A client sharing a quota, or set exactly at the
@@ -72,6 +78,8 @@ class AdaptiveRateLimiter:
         recovery_fraction: float = 0.05,
         fast_recovery_fraction: float | None = None,
         fast_recovery_until: float = 0.97,
+        min_throttles: int = 1,
+        throttle_share: float = 0.0,
     ) -> None:
         _check_rate("rate_per_second", rate_per_second)
         _check_rate("min_rate", min_rate)
@@ -87,6 +95,10 @@ class AdaptiveRateLimiter:
             raise ValueError(f"fast_recovery_fraction must be > 0, got {fast_recovery_fraction!r}")
         if not 0 < fast_recovery_until <= 1:
             raise ValueError(f"fast_recovery_until must be in (0, 1], got {fast_recovery_until!r}")
+        if min_throttles < 1:
+            raise ValueError(f"min_throttles must be >= 1, got {min_throttles!r}")
+        if not 0 <= throttle_share < 1:
+            raise ValueError(f"throttle_share must be in [0, 1), got {throttle_share!r}")
         if decrease_interval_seconds < 0 or recovery_delay_seconds < 0:
             raise ValueError("decrease_interval_seconds and recovery_delay_seconds must be >= 0")
         self._clock = clock
@@ -100,6 +112,9 @@ class AdaptiveRateLimiter:
         self._fast_fraction = fast_recovery_fraction
         self._fast_until = fast_recovery_until
         self._ceiling = math.inf  # the rate at the last throttle
+        self._min_throttles = min_throttles
+        self._throttle_share = throttle_share
+        self._recent_throttles: deque[float] = deque()
         self._cap = rate_per_second
         self._rate = rate_per_second
         self._tat = -math.inf
@@ -109,16 +124,21 @@ class AdaptiveRateLimiter:
 
     @classmethod
     def for_run(cls, rate_per_second: float) -> AdaptiveRateLimiter:
-        """The tuning runs use: a gentler cut (x0.8) after a short pause (0.5 s), a fast climb
-        back to the remembered ceiling, then a slow probe (+2 % of the cap per second). It
-        holds a rate set at the server's limit close to it, and settles near an unknown
-        lower limit without a 429 storm (see benchmarks/run.py)."""
+        """The tuning runs use (measured with benchmarks/run.py against a server limiting
+        at the configured rate, and at half of it): cut by 10 % only when throttles are
+        more than stray (3, and 2 % of the rate, within a second), climb back fast to 90 %
+        of the rate where the server pushed back, then probe upwards slowly (+0.5 % of the
+        cap per second), so the rate settles just under an unknown limit instead of
+        storming it every few seconds."""
         return cls(
             rate_per_second,
-            decrease_factor=0.8,
+            decrease_factor=0.9,
             recovery_delay_seconds=0.5,
-            recovery_fraction=0.02,
+            recovery_fraction=0.005,
             fast_recovery_fraction=0.25,
+            fast_recovery_until=0.9,
+            min_throttles=3,
+            throttle_share=0.02,
         )
 
     @property
@@ -155,6 +175,14 @@ class AdaptiveRateLimiter:
         rate = self._recover(now)
         if now - self._last_decrease_at < self._decrease_interval:
             return False
+        recent = self._recent_throttles
+        recent.append(now)
+        while now - recent[0] > WINDOW_SECONDS:
+            recent.popleft()
+        needed = max(self._min_throttles, math.ceil(self._throttle_share * rate))
+        if len(recent) < needed:
+            return False  # stray throttles (jitter at the limit) are not a lower limit
+        recent.clear()
         self._ceiling = rate
         self._rate = max(self._min_rate, rate * self._decrease_factor)
         self._last_decrease_at = now

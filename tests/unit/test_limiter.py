@@ -392,6 +392,8 @@ def test_rate_must_be_positive_and_finite(rate: Any) -> None:
         {"decrease_factor": 1.0},
         {"decrease_factor": 0},
         {"recovery_fraction": 0},
+        {"min_throttles": 0},
+        {"throttle_share": 1.0},
         {"decrease_interval_seconds": -1},
         {"recovery_delay_seconds": -1},
     ],
@@ -453,3 +455,28 @@ def test_fast_recovery_settings_are_checked() -> None:
         AdaptiveRateLimiter(10, fast_recovery_fraction=0)
     with pytest.raises(ValueError, match="fast_recovery_until"):
         AdaptiveRateLimiter(10, fast_recovery_fraction=0.2, fast_recovery_until=1.5)
+
+
+def test_stray_throttles_do_not_cut_the_rate() -> None:
+    vt = VirtualTime()
+    limiter = make(vt, 1000, min_throttles=3, throttle_share=0.02)  # needs 20 within 1 s
+    for _ in range(19):
+        assert limiter.on_throttle() is False
+        vt.advance(0.05)
+    assert limiter.current_rate == 1000
+    vt.advance(1.0)  # the earlier throttles age out of the window
+    assert limiter.on_throttle() is False
+    for _ in range(18):
+        limiter.on_throttle()
+    assert limiter.on_throttle() is True  # the 20th within one second
+    assert limiter.current_rate == pytest.approx(700)
+
+
+def test_the_share_threshold_follows_the_current_rate() -> None:
+    vt = VirtualTime()
+    limiter = make(vt, 100, min_throttles=3, throttle_share=0.5, decrease_factor=0.5)
+    assert [limiter.on_throttle() for _ in range(50)][-1] is True  # 50 % of 100
+    vt.advance(1.0)
+    assert [limiter.on_throttle() for _ in range(25)][-1] is True  # 50 % of 50
+    vt.advance(1.0)
+    assert [limiter.on_throttle() for _ in range(3)][-1] is False  # needs 13 now
