@@ -10,49 +10,27 @@ from __future__ import annotations
 
 import asyncio
 import os
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import asyncpg
 import pytest
+from pgsupport import (
+    IN_CI,
+    admin_connection,
+    drop_pg_database,
+    fresh_pg_database,
+    pg_url,
+    unreachable_reason,
+)
 
 from audit_job.store import migrate
 from audit_job.store.engine import create_engine
-
-PG_HOST = os.environ.get("AUDIT_JOB_TEST_PG_HOST", "127.0.0.1")
-PG_PORT = int(os.environ.get("AUDIT_JOB_TEST_PG_PORT", "5432"))
-PG_USER = os.environ.get("AUDIT_JOB_TEST_PG_USER", "postgres")
-PG_ADMIN_DB = os.environ.get("AUDIT_JOB_TEST_PG_DB", "test")
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-def pg_url(database: str) -> str:
-    return f"postgresql+asyncpg://{PG_USER}@{PG_HOST}:{PG_PORT}/{database}"
-
-
-async def _admin() -> asyncpg.Connection:
-    return await asyncpg.connect(
-        host=PG_HOST, port=PG_PORT, user=PG_USER, database=PG_ADMIN_DB, timeout=5
-    )
-
-
-def _pg_reason() -> str | None:
-    async def probe() -> None:
-        conn = await _admin()
-        await conn.close()
-
-    try:
-        asyncio.run(probe())
-    except Exception as exc:
-        return f"PostgreSQL at {PG_HOST}:{PG_PORT} unreachable: {exc}"
-    return None
 
 
 @pytest.fixture(scope="session")
 def pg_template() -> Iterator[str]:
     """A database migrated to head, to clone from. Fails under CI if PG is down."""
-    reason = _pg_reason()
+    reason = unreachable_reason()
     if reason:
         if IN_CI:
             pytest.fail(f"{reason} (PostgreSQL is mandatory when CI is set)")
@@ -60,7 +38,7 @@ def pg_template() -> Iterator[str]:
     name = f"audit_job_tpl_{os.getpid()}"
 
     async def build() -> None:
-        conn = await _admin()
+        conn = await admin_connection()
         try:
             await conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
             await conn.execute(f'CREATE DATABASE "{name}"')
@@ -76,32 +54,13 @@ def pg_template() -> Iterator[str]:
     yield name
 
     async def drop() -> None:
-        conn = await _admin()
+        conn = await admin_connection()
         try:
             await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await conn.close()
 
     asyncio.run(drop())
-
-
-async def fresh_pg_database(template: str | None) -> str:
-    name = f"audit_job_t_{uuid.uuid4().hex[:12]}"
-    conn = await _admin()
-    try:
-        clause = f' TEMPLATE "{template}"' if template else ""
-        await conn.execute(f'CREATE DATABASE "{name}"{clause}')
-    finally:
-        await conn.close()
-    return name
-
-
-async def drop_pg_database(name: str) -> None:
-    conn = await _admin()
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.pg)])

@@ -489,7 +489,7 @@ class Proxy:
 async def test_database_errors_while_taking_or_renewing_leave_no_run_by_that_node(
     db_url: str, daemons: Daemons, emulator: Emulator
 ) -> None:
-    from conftest import PG_PORT
+    from pgsupport import PG_PORT
 
     await seed(db_url)
     emulator.configure(delay_ms=150)

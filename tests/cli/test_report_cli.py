@@ -20,8 +20,8 @@ from typing import Any
 import asyncpg
 import psutil
 import pytest
-from conftest import PG_HOST, PG_PORT, PG_USER, drop_pg_database, fresh_pg_database, pg_url
 from helpers import cli_env, run_cli, write_config
+from pgsupport import PG_HOST, PG_PORT, PG_USER, drop_pg_database, fresh_pg_database, pg_url
 from reporting_scenario import Scenario, build_scenario, checks_by_pair, expected_changes
 from sqlalchemy import func, select, text
 

@@ -66,7 +66,9 @@ def signed(
         "user-agent": "axios/1.7.7",
         "x-authing-sdk-version": sdk_version,
         "x-authing-lang": lang,
-        "date": date or signing.http_date(time.time()),
+        "date": date.resolve()
+        if isinstance(date, _MinutesAgo)
+        else (date or signing.http_date(time.time())),
     }
     message = signing.string_to_sign("POST", CHECK, headers, params)
     headers["authorization"] = signing.authorization(key_id, secret, message)
@@ -172,8 +174,21 @@ async def test_english_messages(emulator, session):
     assert envelope["message"] == "User does not exist"
 
 
-def _minutes_ago(minutes: float) -> str:
-    return signing.http_date(time.time() - minutes * 60)
+class _MinutesAgo(str):
+    """A `date` header value computed when the request is signed, not at collection time
+    (a suite running for minutes would otherwise move it back inside the window)."""
+
+    def __new__(cls, minutes: float) -> _MinutesAgo:
+        made = super().__new__(cls, f"{minutes} minutes ago")
+        made.minutes = minutes
+        return made
+
+    def resolve(self) -> str:
+        return signing.http_date(time.time() - self.minutes * 60)
+
+
+def _minutes_ago(minutes: float) -> _MinutesAgo:
+    return _MinutesAgo(minutes)
 
 
 REJECTIONS = {
