@@ -91,7 +91,9 @@ def write_table(
     for row in rows:
         table.add_row(*(table_cell(row.get(c), zone) for c in columns))
         count += 1
-    Console(file=out, soft_wrap=True).print(table)
+    # A pipe or file has no width: let the table be as wide as its content, not 80 columns.
+    width = None if getattr(out, "isatty", lambda: False)() else 400
+    Console(file=out, soft_wrap=True, width=width).print(table)
     return count
 
 

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from datetime import UTC
 from pathlib import Path
 
 import typer
 
 from audit_job.cli.common import exit_with, run_async
+from audit_job.cli.report import print_report
 from audit_job.cli.run import EXIT_BY_STATUS, install_stop_signals, print_summary
 from audit_job.commands import demo as service
 from audit_job.progress import ProgressView
-from audit_job.render import Format, write_rows
+from audit_job.render import Format
 
 NEXT_STEPS = """
 Next, try:
@@ -53,13 +55,7 @@ def register(app: typer.Typer) -> None:
         result = run_async(_demo(database, pairs, not no_progress))
         print_summary(result.summary, as_json=False)
         print()
-        write_rows(
-            result.per_app,
-            ["app_id", "active", "inactive", "error", "pending"],
-            Format.table,
-            sys.stdout,
-            title=f"run {result.summary.run_id}: sessions per app",
-        )
+        print_report(result.report, Format.table, UTC)
         if not config_file.exists():
             config_file.write_text(
                 "# Written by `audit-job demo`: points the query commands at the demo database.\n"

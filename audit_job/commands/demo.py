@@ -1,7 +1,7 @@
 """`audit-job demo`: the whole job on a fresh machine, with nothing configured.
 
 Starts the emulator in-process on a loopback port (with a few faults switched on), seeds
-sample pairs into an embedded SQLite file, runs an audit and returns its per-app report.
+sample pairs into an embedded SQLite file, runs an audit and returns the run's report.
 Running it again adds a run to the same file; a few sessions change between runs (the
 emulator's truth moves), so `audit-job changes` has something to show.
 """
@@ -14,11 +14,11 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from pydantic import SecretStr
 from sqlalchemy import func, select
 
+from audit_job.commands import report as report_service
 from audit_job.commands import run as run_service
 from audit_job.config import (
     AuditSettings,
@@ -36,7 +36,6 @@ from audit_job.emulator import (
 )
 from audit_job.models import RunTrigger
 from audit_job.store import migrate
-from audit_job.store import runs as run_store
 from audit_job.store import targets as target_store
 from audit_job.store.engine import opened
 from audit_job.store.tables import audit_run
@@ -51,7 +50,7 @@ FLIP_SHARE = 0.04  # sessions that appear or disappear between two demo runs
 class DemoResult:
     database: str
     summary: run_service.RunSummary
-    per_app: list[dict[str, Any]]
+    report: report_service.Report
 
 
 def demo_pairs(count: int) -> list[tuple[str, str]]:
@@ -131,5 +130,5 @@ async def run_demo(
             request = run_service.RunRequest(trigger=RunTrigger.DEMO)
             summary = await run_service.execute(loaded, request, stop, on_start=on_start)
     async with opened(url) as engine, engine.connect() as conn:
-        per_app = await run_store.app_counts(conn, summary.run_id)
-    return DemoResult(str(database), summary, per_app)
+        report = await report_service.report_of(conn, summary.run_id)
+    return DemoResult(str(database), summary, report)

@@ -481,18 +481,3 @@ async def mark_interrupted(conn: AsyncConnection, run_id: int, message: str) -> 
         .where(audit_run.c.id == run_id, audit_run.c.status == RunStatus.RUNNING.value)
         .values(status=RunStatus.INTERRUPTED.value, message=message)
     )
-
-
-async def app_counts(conn: AsyncConnection, run_id: int) -> list[dict[str, Any]]:
-    """Per app: how many pairs of the run ended active, inactive, error, pending."""
-    rows = await conn.execute(
-        select(session_check.c.app_id, session_check.c.status, func.count())
-        .where(session_check.c.run_id == run_id)
-        .group_by(session_check.c.app_id, session_check.c.status)
-        .order_by(session_check.c.app_id)
-    )
-    per_app: dict[str, dict[str, Any]] = {}
-    for app_id, status, n in rows:
-        entry = per_app.setdefault(app_id, {"app_id": app_id, **{s.value: 0 for s in CheckStatus}})
-        entry[status] = int(n)
-    return list(per_app.values())

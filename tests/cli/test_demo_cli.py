@@ -41,7 +41,7 @@ def test_demo_in_a_fresh_directory_runs_reports_and_runs_again(tmp_path: Path) -
     assert "Traceback" not in first.stderr
     database = tmp_path / "demo.db"
     assert database.is_file() and (tmp_path / "demo.toml").is_file()
-    assert "run 1: sessions per app" in first.stdout
+    assert "run 1: per app" in first.stdout
     for app in (*DEMO_APPS, "missing-app-legacy"):
         assert app in first.stdout
     assert "Next, try:" in first.stdout
@@ -63,7 +63,7 @@ def test_demo_in_a_fresh_directory_runs_reports_and_runs_again(tmp_path: Path) -
 
     second = run_cli("demo", "--no-progress", cwd=tmp_path, timeout=80)
     assert second.returncode == 0, second.stderr
-    assert "run 2: sessions per app" in second.stdout
+    assert "run 2 vs run 1: per app" in second.stdout
     runs = sorted(read(database, audit_run), key=lambda r: r.id)
     assert [(r.id, r.status) for r in runs] == [
         (1, "completed_with_errors"),
