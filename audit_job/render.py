@@ -120,21 +120,32 @@ async def write_rows_async(
     zone: tzinfo | None = None,
     title: str | None = None,
 ) -> int:
-    """As write_rows, for rows fetched page by page from the database."""
-    if fmt is Format.table:
-        collected = [row async for row in rows]
-        return write_table(collected, columns, out, zone, title)
-    count = 0
-    writer = csv.writer(out, lineterminator="\n") if fmt is Format.csv else None
-    if writer:
-        writer.writerow(columns)
-    async for row in rows:
+    """As write_rows, for rows fetched page by page from the database. The row source is
+    closed here, in this task, even when the reader goes away (`| head` closes the pipe)."""
+    closing = getattr(rows, "aclose", None)
+    try:
+        if fmt is Format.table:
+            collected = [row async for row in rows]
+            return write_table(collected, columns, out, zone, title)
+        count = 0
+        writer = csv.writer(out, lineterminator="\n") if fmt is Format.csv else None
         if writer:
-            writer.writerow(
-                ["" if row.get(c) is None else _csv_cell(plain(row.get(c), zone)) for c in columns]
-            )
-        else:
-            out.write(json.dumps({k: plain(v, zone) for k, v in row.items()}, ensure_ascii=False))
-            out.write("\n")
-        count += 1
-    return count
+            writer.writerow(columns)
+        async for row in rows:
+            if writer:
+                writer.writerow(
+                    [
+                        "" if row.get(c) is None else _csv_cell(plain(row.get(c), zone))
+                        for c in columns
+                    ]
+                )
+            else:
+                out.write(
+                    json.dumps({k: plain(v, zone) for k, v in row.items()}, ensure_ascii=False)
+                )
+                out.write("\n")
+            count += 1
+        return count
+    finally:
+        if closing is not None:
+            await closing()
