@@ -275,21 +275,8 @@ class Pipeline:
             )
 
     async def _others_hold_rows(self) -> bool:
-        from sqlalchemy import func, or_, select
-
-        from audit_job.store.tables import session_check as sc
-
         async with self.engine.connect() as conn:
-            stmt = (
-                select(func.count())
-                .select_from(sc)
-                .where(
-                    sc.c.run_id == self.run_id,
-                    sc.c.status == CheckStatus.PENDING.value,
-                    or_(sc.c.claimed_by.is_(None), sc.c.claimed_by != self.worker_id),
-                )
-            )
-            return bool((await conn.execute(stmt)).scalar_one())
+            return await store.pending_elsewhere(conn, self.run_id, self.worker_id)
 
     # -- checkers ----------------------------------------------------------------------------
 

@@ -45,6 +45,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from audit_job import health
+from audit_job.commands.prune import prune
 from audit_job.commands.run import RunRequest, RunSummary, execute
 from audit_job.config import LoadedConfig, ScheduleSettings
 from audit_job.errors import AuditJobError, FencedOut, RunConflict, StoreError
@@ -582,11 +583,6 @@ class Daemon:
 
     async def _prune(self, keep_days: int) -> None:
         assert self.engine is not None
-        try:
-            from audit_job.commands.prune import prune
-        except ImportError:
-            log.warning("[retention] keep_days is set but this build has no prune command")
-            return
         try:
             result = await prune(self.engine, keep_days)
         except Exception as exc:

@@ -331,6 +331,24 @@ async def claim_pending(
     return [(row.id, row.app_id, row.user_id) for row in rows]
 
 
+async def pending_elsewhere(conn: AsyncConnection, run_id: int, worker_id: str) -> bool:
+    """Whether pending rows remain that this worker does not hold (unclaimed, or claimed
+    by another worker that may still answer them or die and release them)."""
+    stmt = (
+        select(session_check.c.id)
+        .where(
+            session_check.c.run_id == run_id,
+            session_check.c.status == CheckStatus.PENDING.value,
+            or_(
+                session_check.c.claimed_by.is_(None),
+                session_check.c.claimed_by != worker_id,
+            ),
+        )
+        .limit(1)
+    )
+    return (await conn.execute(stmt)).first() is not None
+
+
 def _bounded(value: int | None, limit: int) -> int | None:
     """Garbage codes from a hostile server must not break the batch insert."""
     return value if value is None or -limit <= value <= limit else None
