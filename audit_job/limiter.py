@@ -231,10 +231,15 @@ class AdaptiveRateLimiter:
         return rate
 
 
+# No process sends this many requests a second; a guard that long only costs memory (a
+# rate set to 1,000,000 "for no limit" would keep a million timestamps).
+GUARD_MAX_QUOTA = 65_536
+
+
 def _window_quota(cap: float) -> int:
     # The slack lets a cap computed as 19.9999999999 (e.g. a budget split across processes)
     # count as the 20 it was meant to be.
-    return max(1, math.floor(cap * WINDOW_SECONDS + 1e-9))
+    return min(GUARD_MAX_QUOTA, max(1, math.floor(cap * WINDOW_SECONDS + 1e-9)))
 
 
 def _check_rate(name: str, value: float) -> None:

@@ -139,6 +139,7 @@ class Pipeline:
         self._buffer: list[tuple[int, str, str, CheckResult]] = []
         self._flush_now = asyncio.Event()
         self._room = asyncio.Event()
+        self._after_id = 0  # keyset position of the claims (used where rows are not marked)
         self._drained = asyncio.Event()
         self._drained.set()
         self._closing = False
@@ -270,9 +271,17 @@ class Pipeline:
         async with self.engine.begin() as conn:
             if self.fence is not None:
                 await self.fence(conn)
-            return await store.claim_pending(
-                conn, self.run_id, self.worker_id, self.settings.dead_after_seconds, size
+            rows = await store.claim_pending(
+                conn,
+                self.run_id,
+                self.worker_id,
+                self.settings.dead_after_seconds,
+                size,
+                self._after_id,
             )
+        if rows:
+            self._after_id = rows[-1][0]
+        return rows
 
     async def _others_hold_rows(self) -> bool:
         async with self.engine.connect() as conn:

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import math
+import os
 import secrets
 import time
 from collections.abc import Callable, Mapping
@@ -83,6 +84,24 @@ def new_nonce() -> str:
     return secrets.token_hex(16)
 
 
+class NoncePool:
+    """32 lowercase hex characters per call from the OS's CSPRNG, fetched 4 KiB at a time:
+    one system call per 256 requests instead of one per request (the hot path)."""
+
+    def __init__(self, chunk_bytes: int = 4096) -> None:
+        self._chunk = chunk_bytes
+        self._hex = ""
+        self._at = 0
+
+    def __call__(self) -> str:
+        at = self._at
+        if at + 32 > len(self._hex):
+            self._hex = os.urandom(self._chunk).hex()
+            at = 0
+        self._at = at + 32
+        return self._hex[at : at + 32]
+
+
 class Signer:
     """Signs check-session-status requests for one access key."""
 
@@ -94,12 +113,12 @@ class Signer:
         lang: str = "zh-CN",
         sdk_version: str,
         clock: Callable[[], float] = time.time,
-        nonce: Callable[[], str] = new_nonce,
+        nonce: Callable[[], str] | None = None,
     ) -> None:
         self._key_id = access_key_id
         self._mac = hmac.new(secret.encode(), digestmod=hashlib.sha1)
         self._clock = clock
-        self._nonce = nonce
+        self._nonce = nonce if nonce is not None else NoncePool()
         self._lang = lang
         self._sdk_version = sdk_version
         # Sorted canonical lines around the two that change per request (date, nonce).

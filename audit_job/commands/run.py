@@ -30,6 +30,7 @@ from audit_job.commands.targets import validate_id
 from audit_job.config import LoadedConfig, Settings
 from audit_job.errors import (
     ApiError,
+    ConfigError,
     FencedOut,
     NotFound,
     RunConflict,
@@ -299,6 +300,11 @@ async def _resume(
 
 
 async def _join(engine: AsyncEngine, run_id: int, settings: Settings) -> int:
+    if engine.dialect.name == "sqlite":
+        raise ConfigError(
+            "audit-job worker needs PostgreSQL: SQLite has one writer, so a run there has "
+            "one worker (set [database] url to postgresql+asyncpg://...)"
+        )
     async with engine.connect() as conn:
         run = await store.get_run(conn, run_id)
     if run is None:

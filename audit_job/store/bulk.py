@@ -39,8 +39,11 @@ SUPPORTED = ("postgresql", "sqlite")
 
 
 def sqlite_time(value: datetime) -> str:
-    """How SQLAlchemy stores a UTC DateTime in SQLite (see store.types.UtcDateTime)."""
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    """How SQLAlchemy stores a UTC DateTime in SQLite (see store.types.UtcDateTime):
+    'YYYY-MM-DD HH:MM:SS.ffffff', microseconds always present."""
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 async def _driver(conn: AsyncConnection) -> Any:
@@ -175,3 +178,21 @@ async def claim(
         await cursor.close()
     found.sort()
     return found
+
+
+_SQLITE_NEXT = """
+SELECT id, app_id, user_id FROM session_check
+WHERE run_id = ? AND status = 'pending' AND id > ?
+ORDER BY id LIMIT ?
+"""
+
+
+async def next_pending(
+    conn: AsyncConnection, run_id: int, after_id: int, limit: int
+) -> list[tuple[int, str, str]]:
+    """SQLite: the next pending rows in id order (one worker per run, nothing to mark)."""
+    driver = await _driver(conn)
+    cursor = await driver.execute(_SQLITE_NEXT, (run_id, after_id, limit))
+    rows = [(r[0], r[1], r[2]) for r in await cursor.fetchall()]
+    await cursor.close()
+    return rows

@@ -283,14 +283,24 @@ async def unregister_worker(conn: AsyncConnection, worker_id: str) -> None:
 
 
 async def claim_pending(
-    conn: AsyncConnection, run_id: int, worker_id: str, dead_after_seconds: float, limit: int
+    conn: AsyncConnection,
+    run_id: int,
+    worker_id: str,
+    dead_after_seconds: float,
+    limit: int,
+    after_id: int = 0,
 ) -> list[tuple[int, str, str]]:
     """Mark up to `limit` pending rows as this worker's and return them (id order).
 
     A row is free when nobody claims it or its claimant is dead by the liveness rule
     (so a dead worker's rows come back). Liveness is judged inside the claiming statement:
     a list of live workers read earlier misses a worker that joined since, whose claimed
-    rows would then be taken and asked twice. PostgreSQL skips rows another claimer holds."""
+    rows would then be taken and asked twice. PostgreSQL skips rows another claimer holds.
+
+    SQLite has a single writer, so a run there has one worker (`worker --run` needs
+    PostgreSQL): its rows are read in id order after `after_id`, with no marks to write."""
+    if conn.dialect.name == "sqlite":
+        return await bulk.next_pending(conn, run_id, after_id, limit)
     cutoff = utcnow() - timedelta(seconds=dead_after_seconds)
     registered = await conn.execute(
         select(audit_worker.c.worker_id, audit_worker.c.host, audit_worker.c.pid).where(
@@ -333,7 +343,10 @@ async def claim_pending(
 
 async def pending_elsewhere(conn: AsyncConnection, run_id: int, worker_id: str) -> bool:
     """Whether pending rows remain that this worker does not hold (unclaimed, or claimed
-    by another worker that may still answer them or die and release them)."""
+    by another worker that may still answer them or die and release them). On SQLite the
+    one worker holds every pending row of its run."""
+    if conn.dialect.name == "sqlite":
+        return False
     stmt = (
         select(session_check.c.id)
         .where(
