@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from helpers import make_self_signed
 from relsupport import (
     EmulatorThread,
     cli_env,
@@ -178,31 +179,7 @@ def test_demo_leaks_nothing(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def self_signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-            "-days",
-            "2",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
+    return make_self_signed(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture
