@@ -128,12 +128,13 @@ async def upsert_states(conn: AsyncConnection, rows: Sequence[StateRow]) -> None
         columns = [list(column) for column in zip(*latest.values(), strict=True)]
         await driver.execute(_PG_STATE, *columns)
         return
+    stamped = (
+        (app, user, active, sqlite_time(at), run_id)
+        for app, user, active, at, run_id in latest.values()
+    )
     await driver.executemany(
         _SQLITE_STATE,
-        [
-            (app, user, active, sqlite_time(at), sqlite_time(at), run_id)
-            for app, user, active, at, run_id in latest.values()
-        ],
+        [(app, user, active, at, at, run_id) for app, user, active, at, run_id in stamped],
     )
 
 
@@ -193,6 +194,6 @@ async def next_pending(
     """SQLite: the next pending rows in id order (one worker per run, nothing to mark)."""
     driver = await _driver(conn)
     cursor = await driver.execute(_SQLITE_NEXT, (run_id, after_id, limit))
-    rows = [(r[0], r[1], r[2]) for r in await cursor.fetchall()]
+    rows = await cursor.fetchall()  # (id, app_id, user_id) tuples already
     await cursor.close()
-    return rows
+    return list(rows)
