@@ -147,7 +147,6 @@ class Pipeline:
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
-        self._live: list[str] = [worker_id]
         self._last_write = time.monotonic()
         self._stalled = asyncio.Event()
 
@@ -389,9 +388,8 @@ class Pipeline:
                     extra={"event": "heartbeat_failed"},
                 )
                 continue
-            self._live = live if self.worker_id in live else [*live, self.worker_id]
             if self.on_live_workers is not None:
-                self.on_live_workers(len(self._live))
+                self.on_live_workers(len({*live, self.worker_id}))
             quiet = time.monotonic() - self._last_write
             if (self._in_flight or self._buffer) and quiet > settings.stall_timeout_seconds:
                 log.error(

@@ -106,7 +106,9 @@ async def plan(loaded: LoadedConfig, app_id: str | None, user_id: str | None) ->
         return {"pairs": count, "sample": sample, "source": "[source] query"}
     async with open_database(settings) as engine:
         async with engine.connect() as conn:
-            count = await target_store.count(conn, enabled_only=True, app_id=app_id)
+            count = await target_store.count(
+                conn, enabled_only=True, app_id=app_id, user_id=user_id
+            )
         sample = []
         async for row in target_store.stream(
             engine, app_id=app_id, user_id=user_id, enabled_only=True, batch=10
@@ -114,21 +116,7 @@ async def plan(loaded: LoadedConfig, app_id: str | None, user_id: str | None) ->
             sample.append({"app_id": row["app_id"], "user_id": row["user_id"]})
             if len(sample) >= 10:
                 break
-        if user_id is not None:
-            count = await _count_filtered(engine, app_id, user_id)
     return {"pairs": count, "sample": sample, "source": "audit_target (enabled)"}
-
-
-async def _count_filtered(engine: AsyncEngine, app_id: str | None, user_id: str) -> int:
-    from sqlalchemy import func, select
-
-    from audit_job.store.tables import audit_target as t
-
-    stmt = select(func.count()).select_from(t).where(t.c.enabled.is_(True), t.c.user_id == user_id)
-    if app_id is not None:
-        stmt = stmt.where(t.c.app_id == app_id)
-    async with engine.connect() as conn:
-        return int((await conn.execute(stmt)).scalar_one())
 
 
 async def execute(

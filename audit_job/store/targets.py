@@ -14,13 +14,19 @@ from audit_job.store.types import utcnow
 
 
 async def count(
-    conn: AsyncConnection, *, enabled_only: bool = False, app_id: str | None = None
+    conn: AsyncConnection,
+    *,
+    enabled_only: bool = False,
+    app_id: str | None = None,
+    user_id: str | None = None,
 ) -> int:
     stmt = select(func.count()).select_from(audit_target)
     if enabled_only:
         stmt = stmt.where(audit_target.c.enabled.is_(True))
     if app_id is not None:
         stmt = stmt.where(audit_target.c.app_id == app_id)
+    if user_id is not None:
+        stmt = stmt.where(audit_target.c.user_id == user_id)
     return int((await conn.execute(stmt)).scalar_one())
 
 
