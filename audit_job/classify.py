@@ -49,6 +49,8 @@ _THROTTLED = AnswerKind.THROTTLED
 _AUTH = AnswerKind.AUTH
 _PERMANENT = AnswerKind.PERMANENT
 _FATAL = AnswerKind.FATAL
+_RETRYABLE = frozenset(kind for kind in AnswerKind if kind.is_retryable)
+_CI_HEADERS = (CIMultiDictProxy, CIMultiDict)
 
 # Body shapes, for details only.
 _EMPTY = "empty body"
@@ -108,18 +110,19 @@ def _classify(http_status: int, headers: Mapping[str, str], body: bytes) -> Answ
         kind, detail = _rows(http_status, status_code, api_code, envelope, shape)
 
     retry_after = None
-    if kind.is_retryable:
+    if kind in _RETRYABLE:
         retry_after = parse_retry_after(_header(headers, "retry-after"))
+    # Positional, in field order: this runs once per request.
     return Answer(
         kind,
         detail,
-        http_status=http_status,
-        status_code=status_code,
-        api_code=api_code,
-        message=message,
-        request_id=request_id,
-        retry_after_seconds=retry_after,
-        server_date=_parse_date(_header(headers, "date")),
+        http_status,
+        status_code,
+        api_code,
+        message,
+        request_id,
+        retry_after,
+        _parse_date(_header(headers, "date")),
     )
 
 
@@ -208,7 +211,7 @@ def _storable(text: str) -> str:
 
 def _header(headers: Mapping[str, str], lower_name: str) -> str | None:
     """Case-insensitive lookup in any mapping; non-string values count as absent."""
-    if isinstance(headers, CIMultiDictProxy | CIMultiDict):
+    if type(headers) in _CI_HEADERS:  # aiohttp's headers: already case-insensitive
         value = headers.get(lower_name)
     else:
         value = headers.get(lower_name)

@@ -373,18 +373,19 @@ class AuthingClient:
         message = answer.message if status is CheckStatus.ERROR else None
         if status is CheckStatus.ERROR and (answer.http_status is None or message is None):
             message = answer.detail  # no answer, or none with words: say what happened
-        return CheckResult(
-            status=status,
-            active=answer.active,
-            checked_at=datetime.now(UTC),
-            attempts=attempts,
-            http_status=answer.http_status,
-            status_code=answer.status_code,
-            api_code=answer.api_code,
-            message=message,
-            request_id=answer.request_id,
-            latency_ms=round(latency_seconds * 1000.0),
-            throttled=throttled,
+        kind = answer.kind
+        return CheckResult(  # positional, in field order: this runs once per pair
+            status,
+            True if kind is _ACTIVE else False if kind is _INACTIVE else None,
+            datetime.now(UTC),
+            attempts,
+            answer.http_status,
+            answer.status_code,
+            answer.api_code,
+            message,
+            answer.request_id,
+            round(latency_seconds * 1000.0),
+            throttled,
         )
 
     # -- one attempt -------------------------------------------------------------------------

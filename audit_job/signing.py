@@ -164,6 +164,14 @@ class Signer:
 
 def check_body(app_id: str, user_id: str) -> bytes:
     """Compact UTF-8 JSON with exactly the two keys, non-ASCII unescaped (spec 1)."""
+    if _needs_no_escape(app_id) and _needs_no_escape(user_id):
+        # Per request: the same bytes json.dumps makes, without building a dict to encode.
+        return f'{{"appId":"{app_id}","userId":"{user_id}"}}'.encode()
     return json.dumps(
         {"appId": app_id, "userId": user_id}, separators=(",", ":"), ensure_ascii=False
     ).encode()
+
+
+def _needs_no_escape(value: str) -> bool:
+    """True when JSON writes `value` as is: printable, no quote, no backslash."""
+    return value.isprintable() and '"' not in value and "\\" not in value

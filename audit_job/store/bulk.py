@@ -4,12 +4,15 @@ A run writes every answer once and claims every row once, so these statements ru
 as often as requests are sent. Going through the driver connection (inside SQLAlchemy's
 transaction) skips per-row bind processing, which cost more CPU than the SQL itself.
 PostgreSQL gets one statement per batch (arrays unnested server-side); SQLite gets
-`executemany` of prepared statements. Other dialects use the Core statements in runs.py.
-Values arrive already bounded and clipped (runs.py); times are aware UTC datetimes.
+`executemany` of prepared statements, run inline (see `_inline`). Other dialects use the Core
+statements in runs.py.
+Values arrive already bounded and clipped (runs.py); times are aware UTC datetimes, or on
+SQLite already the stored text (`sqlite_time`).
 """
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -23,7 +26,7 @@ CheckRow = tuple[
     int,
     str,
     bool | None,
-    datetime,
+    datetime | str,
     int,
     int | None,
     int | None,
@@ -33,7 +36,7 @@ CheckRow = tuple[
     int | None,
 ]
 # (app_id, user_id, active, checked_at, run_id)
-StateRow = tuple[str, str, bool, datetime, int]
+StateRow = tuple[str, str, bool, datetime | str, int]
 
 SUPPORTED = ("postgresql", "sqlite")
 
@@ -43,7 +46,7 @@ def sqlite_time(value: datetime) -> str:
     'YYYY-MM-DD HH:MM:SS.ffffff', microseconds always present."""
     if value.tzinfo is not UTC:
         value = value.astimezone(UTC)
-    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+    return value.isoformat(" ", "microseconds")[:26]  # without the "+00:00"
 
 
 async def _driver(conn: AsyncConnection) -> Any:
@@ -53,6 +56,27 @@ async def _driver(conn: AsyncConnection) -> Any:
         # statement sent straight to the driver before that would run outside it.
         await conn.execute(text("SELECT 1"))
     return raw.driver_connection
+
+
+def _inline(driver: Any) -> sqlite3.Connection | None:
+    """The sqlite3 connection under aiosqlite, for statements run on the event loop's thread.
+
+    aiosqlite runs each call in its own thread, and an `executemany` there gives the GIL up
+    and takes it back around every row: with the event loop busy, each of those hand-overs
+    is a wait and a context switch, which cost several times the SQL itself. A batch's
+    statements run inline instead, after the transaction's first write took the write lock
+    through the thread (so they never wait for another writer) and while this coroutine
+    owns the connection (so the thread is idle). None when aiosqlite changed its insides."""
+    connection = getattr(driver, "_connection", None)
+    return connection if isinstance(connection, sqlite3.Connection) else None
+
+
+async def _executemany_sqlite(driver: Any, sql: str, rows: list[tuple[Any, ...]]) -> None:
+    inline = _inline(driver)
+    if inline is None:
+        await driver.executemany(sql, rows)
+    else:
+        inline.executemany(sql, rows)
 
 
 _PG_WRITE = """
@@ -107,10 +131,11 @@ async def write_checks(conn: AsyncConnection, rows: Sequence[CheckRow]) -> None:
     if conn.dialect.name == "postgresql":
         await driver.execute(_PG_WRITE, *(list(column) for column in zip(*rows, strict=True)))
         return
-    await driver.executemany(
+    await _executemany_sqlite(
+        driver,
         _SQLITE_WRITE,
         [
-            (status, active, sqlite_time(at), attempts, http, code, api, msg, req, ms, row_id)
+            (status, active, at, attempts, http, code, api, msg, req, ms, row_id)
             for row_id, status, active, at, attempts, http, code, api, msg, req, ms in rows
         ],
     )
@@ -118,23 +143,21 @@ async def write_checks(conn: AsyncConnection, rows: Sequence[CheckRow]) -> None:
 
 async def upsert_states(conn: AsyncConnection, rows: Sequence[StateRow]) -> None:
     driver = await _driver(conn)
-    # One row per pair per statement: ON CONFLICT cannot touch a row twice in one command.
-    latest: dict[tuple[str, str], StateRow] = {}
-    for row in rows:
-        key = (row[0], row[1])
-        if key not in latest or row[3] >= latest[key][3]:
-            latest[key] = row
     if conn.dialect.name == "postgresql":
+        # One row per pair per statement: ON CONFLICT cannot touch a row twice in one command.
+        latest: dict[tuple[str, str], StateRow] = {}
+        for row in rows:
+            key = (row[0], row[1])
+            if key not in latest or row[3] >= latest[key][3]:  # type: ignore[operator]
+                latest[key] = row
         columns = [list(column) for column in zip(*latest.values(), strict=True)]
         await driver.execute(_PG_STATE, *columns)
         return
-    stamped = (
-        (app, user, active, sqlite_time(at), run_id)
-        for app, user, active, at, run_id in latest.values()
-    )
-    await driver.executemany(
+    # Statement by statement, a repeated pair is simply updated again (latest time wins).
+    await _executemany_sqlite(
+        driver,
         _SQLITE_STATE,
-        [(app, user, active, at, at, run_id) for app, user, active, at, run_id in stamped],
+        [(app, user, active, at, at, run_id) for app, user, active, at, run_id in rows],
     )
 
 

@@ -41,7 +41,12 @@ def create_engine(
                 raise StoreUnavailable(
                     f"cannot open database {display_url(url)}: folder {folder} does not exist"
                 )
-        kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+        # check_same_thread off: a batch's statements run on the event loop's thread while
+        # aiosqlite's own thread for the connection is idle (store.bulk._inline).
+        kwargs["connect_args"] = {
+            "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
+            "check_same_thread": False,
+        }
     elif parsed.get_backend_name() == "postgresql":
         kwargs["connect_args"] = {
             "timeout": connect_timeout_seconds,

@@ -158,6 +158,19 @@ def test_check_body_is_compact_raw_utf8_with_exactly_two_keys() -> None:
 ids = st.text(min_size=1, max_size=60).filter(lambda s: "\x00" not in s)
 
 
+@given(app_id=st.text(max_size=40), user_id=st.text(max_size=40))
+def test_check_body_is_what_json_dumps_makes(app_id: str, user_id: str) -> None:
+    # The body skips json.dumps for plain ids; it must be byte for byte what dumps makes.
+    if any("\ud800" <= ch <= "\udfff" for ch in app_id + user_id):
+        with pytest.raises(UnicodeEncodeError):  # a lone surrogate has no UTF-8 form
+            signing.check_body(app_id, user_id)
+        return
+    expected = json.dumps(
+        {"appId": app_id, "userId": user_id}, separators=(",", ":"), ensure_ascii=False
+    ).encode()
+    assert signing.check_body(app_id, user_id) == expected
+
+
 @given(app_id=ids, user_id=ids, second=st.integers(0, 4_000_000_000))
 def test_fast_path_equals_the_general_rule(app_id: str, user_id: str, second: int) -> None:
     signer = signing.Signer(
