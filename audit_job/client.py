@@ -15,7 +15,8 @@ Run-level guards raise instead, for every in-flight and later `check`:
 
 Hot path (thousands of checks a second on one core): the first attempt runs without tenacity,
 which is entered only when that answer is retryable; nothing is logged per request; the body
-is built once per pair.
+is built once per pair; the time limit of an attempt is watched by one task for all of them
+(deadlines.py) rather than by aiohttp's timers; no cookie jar (the API sets none).
 """
 
 from __future__ import annotations
@@ -32,10 +33,12 @@ from datetime import UTC, datetime
 from typing import Any, NoReturn, Protocol
 
 import aiohttp
+import yarl
 
 from audit_job import __version__
 from audit_job.classify import classify_exception, classify_response
 from audit_job.config import AuditSettings, AuthingSettings, LoadedConfig
+from audit_job.deadlines import DeadlineWatch
 from audit_job.errors import ApiError, AuthRejected, ConfigError, TlsRejected
 from audit_job.limiter import AdaptiveRateLimiter
 from audit_job.models import Answer, AnswerKind, CheckResult, CheckStatus, Pair
@@ -55,6 +58,7 @@ CLOCK_SKEW_LIMIT_SECONDS = 60.0  # spec 6: report a skew above a minute
 LATENCY_SAMPLES = 4096
 
 _perf = time.perf_counter
+_current_task = asyncio.current_task
 _ACTIVE = AnswerKind.ACTIVE
 _INACTIVE = AnswerKind.INACTIVE
 _PERMANENT = AnswerKind.PERMANENT
@@ -69,6 +73,8 @@ _FINAL_STATUS = {
 
 
 class RateLimiter(Protocol):
+    def try_acquire(self) -> bool: ...
+
     async def acquire(self) -> None: ...
 
     def on_throttle(self) -> object: ...
@@ -177,7 +183,7 @@ class AuthingClient:
             raise ValueError("concurrency and max_attempts must be >= 1")
         self.authing = authing
         self.host = authing.host.rstrip("/")
-        self.url = self.host + CHECK_SESSION_PATH
+        self.url = yarl.URL(self.host + CHECK_SESSION_PATH)  # parsed once, not per request
         self.limiter = limiter
         self.stats = stats if stats is not None else ClientStats()
         self.concurrency = concurrency
@@ -192,6 +198,7 @@ class AuthingClient:
         self._failure: ApiError | None = None
         self._stop = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
+        self._deadlines = DeadlineWatch(authing.timeout_seconds)
         self._signer: Signer | None = None
         self._tokens: TokenProvider | None = None
         self._token_headers: tuple[ManagementToken | None, dict[str, str]] = (None, {})
@@ -228,13 +235,15 @@ class AuthingClient:
         connector = aiohttp.TCPConnector(
             limit=self.concurrency, limit_per_host=0, ssl=ssl_setting(authing), ttl_dns_cache=300
         )
-        timeout = aiohttp.ClientTimeout(
-            total=authing.timeout_seconds, connect=authing.timeout_seconds
-        )
+        # No aiohttp timeouts: `_deadlines` limits every attempt (connect included).
         self._session = aiohttp.ClientSession(
-            connector=connector, timeout=timeout, raise_for_status=False
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(),
+            raise_for_status=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
         try:
+            await self._deadlines.__aenter__()
             if authing.auth == "signature":
                 self._signer = Signer(
                     self._key_id,
@@ -255,6 +264,7 @@ class AuthingClient:
                     backoff_cap_seconds=self._backoff_cap,
                     clock=self._clock,
                     on_request=self.stats.count_token_request,
+                    timeout_seconds=authing.timeout_seconds,
                 )
                 # Spec 5: bad credentials fail the run before any pair is touched.
                 await self._tokens.start()
@@ -267,6 +277,7 @@ class AuthingClient:
         await self.aclose()
 
     async def aclose(self) -> None:
+        await self._deadlines.__aexit__(None, None, None)
         session, self._session = self._session, None
         if session is not None:
             await session.close()
@@ -394,7 +405,8 @@ class AuthingClient:
         self, pair: Pair, body: bytes, capture: list[bytes] | None = None
     ) -> tuple[Answer, float, str | None]:
         """Send once and classify: (answer, latency seconds, bearer token used or None)."""
-        await self.limiter.acquire()
+        if not self.limiter.try_acquire():
+            await self.limiter.acquire()
         if self._failure is not None:
             raise self._failure
         session = self._session
@@ -408,13 +420,22 @@ class AuthingClient:
             headers, token = await self._bearer_headers()
         stats = self.stats
         stats.requests += 1
+        task = _current_task()
+        deadlines = self._deadlines
+        deadlines.arm(task)  # type: ignore[arg-type]
         started = _perf()
         try:
             async with session.post(
                 self.url, data=body, headers=headers, allow_redirects=False
             ) as resp:
                 raw = await resp.read()
-        except Exception as exc:  # CancelledError is a BaseException and passes through
+        except asyncio.CancelledError:
+            if not deadlines.timed_out(task):  # type: ignore[arg-type]
+                raise  # a shutdown, not our time limit
+            latency = _perf() - started
+            answer = classify_exception(TimeoutError(f"no answer within {deadlines.seconds:g} s"))
+            stats.transport_errors += 1
+        except Exception as exc:
             latency = _perf() - started
             answer = classify_exception(exc)
             stats.transport_errors += 1
@@ -426,6 +447,8 @@ class AuthingClient:
             responses[status] = responses.get(status, 0) + 1
             if capture is not None:
                 capture.append(raw)
+        finally:
+            deadlines.disarm(task)  # type: ignore[arg-type]
         stats.latency_samples.append(latency)
         if stats.observe_latency is not None:
             stats.observe_latency(latency)

@@ -151,8 +151,25 @@ class AdaptiveRateLimiter:
         """The rate now in force (<= cap), requests per second; for metrics."""
         return self._recover(self._clock())
 
+    def try_acquire(self) -> bool:
+        """Take a slot if one is free right now (True); otherwise change nothing (False).
+        The hot path's way in: no coroutine is made when there is nothing to wait for."""
+        now = self._clock()
+        interval = PACING_MARGIN / self._recover(now)
+        tat = self._tat
+        if tat - (self._burst - 1) * interval - now > _SLOT_EPSILON_SECONDS:
+            return False
+        released = self._released
+        if len(released) >= (released.maxlen or 1) and now - released[0] < _GUARD_WINDOW:
+            return False
+        self._tat = max(tat, now) + interval
+        released.append(now)
+        return True
+
     async def acquire(self) -> None:
         """Wait for this caller's slot. Cancelling while waiting forfeits the slot."""
+        if self.try_acquire():
+            return
         now = self._clock()
         interval = PACING_MARGIN / self._recover(now)
         tat = self._tat

@@ -71,11 +71,12 @@ class Progress:
         elapsed = time.monotonic() - self.started_at
         return self.answered / elapsed if elapsed > 0 else 0.0
 
-    def percentile_ms(self, fraction: float) -> int | None:
+    def percentiles_ms(self, *fractions: float) -> list[int | None]:
+        """Latency percentiles of the recent answers, one sort for all of them."""
         if not self.latencies_ms:
-            return None
+            return [None] * len(fractions)
         ordered = sorted(self.latencies_ms)
-        return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+        return [ordered[min(len(ordered) - 1, int(f * len(ordered)))] for f in fractions]
 
     def add(self, result: CheckResult) -> None:
         status = result.status

@@ -135,8 +135,10 @@ class TokenProvider:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         on_request: Callable[[], None] | None = None,
+        timeout_seconds: float | None = None,
     ) -> None:
         self._session = session
+        self._timeout_seconds = timeout_seconds  # the session's own timeouts are off
         self._host = host.rstrip("/")
         self._url = self._host + TOKEN_PATH
         # Serialised once; the secret lives only in these bytes and is never formatted.
@@ -239,13 +241,16 @@ class TokenProvider:
         if self._on_request is not None:
             self._on_request()
         try:
-            async with self._session.post(
-                self._url,
-                data=self._body,
-                headers={"content-type": "application/json", "accept": "application/json"},
-                allow_redirects=False,
-                ssl=self._ssl,
-            ) as resp:
+            async with (
+                asyncio.timeout(self._timeout_seconds),
+                self._session.post(
+                    self._url,
+                    data=self._body,
+                    headers={"content-type": "application/json", "accept": "application/json"},
+                    allow_redirects=False,
+                    ssl=self._ssl,
+                ) as resp,
+            ):
                 raw = await resp.read()
                 http_status = resp.status
                 retry_after = resp.headers.get("retry-after")

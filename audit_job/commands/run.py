@@ -421,11 +421,9 @@ async def _finish(
         checks_per_second=progress.answered / duration if duration > 0 else 0.0,
         retries=progress.retries,
         throttled=stats.throttled,
-        latency_ms={
-            "p50": progress.percentile_ms(0.50),
-            "p95": progress.percentile_ms(0.95),
-            "p99": progress.percentile_ms(0.99),
-        },
+        latency_ms=dict(
+            zip(("p50", "p95", "p99"), progress.percentiles_ms(0.50, 0.95, 0.99), strict=True)
+        ),
         message=message,
         notices=notices,
     )
