@@ -141,6 +141,7 @@ class Pipeline:
         self._flush_now = asyncio.Event()
         self._room = asyncio.Event()
         self._after_id = 0  # keyset position of the claims (used where rows are not marked)
+        self._low_water = settings.concurrency  # claim again when the queue is this short
         self._drained = asyncio.Event()
         self._drained.set()
         self._closing = False
@@ -247,13 +248,19 @@ class Pipeline:
     async def _feed(self, stop: asyncio.Event) -> None:
         queue = self._queue
         while not stop.is_set():
-            # Claim again only when the queue runs low, and only what fits.
-            while queue.qsize() > self.settings.concurrency:
+            # Claim again when half a claim is left, and only what fits: the next rows
+            # arrive while the checkers work through the other half (a claim on
+            # PostgreSQL takes tens of milliseconds, more than `concurrency` rows last).
+            while queue.qsize() > self._low_water:
                 self._room.clear()
                 await self._room.wait()
             if stop.is_set():
                 break
-            size = self._claim_size() - queue.qsize()
+            target = self._claim_size()
+            self._low_water = max(self.settings.concurrency, target // 2)
+            size = target - queue.qsize()
+            if size <= 0:  # the pace dropped: wait for the new, lower mark
+                continue
             rows = await self._with_store_retry(self._claim, size)
             if not rows:
                 if not await self._with_store_retry(self._others_hold_rows):
@@ -295,7 +302,7 @@ class Pipeline:
         limit = batch_size * 4
         while True:
             item = await queue.get()
-            if queue.qsize() <= self.settings.concurrency:
+            if queue.qsize() <= self._low_water:
                 self._room.set()
             if item is None or self._stopping:
                 return

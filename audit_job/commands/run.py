@@ -400,18 +400,18 @@ async def _finish(
         try:
             async with engine.begin() as conn:
                 await store.mark_interrupted(conn, run_id, f"database unavailable: {error}")
-                await store.unregister_worker(conn, worker_id)
+                await store.unregister_worker(conn, run_id, worker_id)
         except Exception:
             pass  # still away: the stale heartbeat marks the run dead, resumable all the same
         raise StoreUnavailable(f"run {run_id} stopped: {error}; {resume_hint}")
     async with engine.begin() as conn:
         if fence is not None:  # a newer leader owns the run now: leave its row alone
             await fence(conn)
-        await store.unregister_worker(conn, worker_id)
+        await store.unregister_worker(conn, run_id, worker_id)
         counts = await store.status_counts(conn, run_id)
         status, message = _final_status(end, error, counts, run_id, resume_hint)
         if owner and status is not None:
-            counts = await store.finish_run(conn, run_id, status, message)
+            counts = await store.finish_run(conn, run_id, status, message, counts)
     duration = time.monotonic() - progress.started_at
     summary = RunSummary(
         run_id=run_id,

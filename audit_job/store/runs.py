@@ -269,13 +269,16 @@ async def live_workers(conn: AsyncConnection, run_id: int, dead_after_seconds: f
     return [row.worker_id for row in rows if not (row.host == HOST and not pid_alive(row.pid))]
 
 
-async def unregister_worker(conn: AsyncConnection, worker_id: str) -> None:
+async def unregister_worker(conn: AsyncConnection, run_id: int, worker_id: str) -> None:
     """Release this worker's unanswered claims and forget it."""
     await conn.execute(
         update(session_check)
         .where(
-            session_check.c.claimed_by == worker_id,
+            # run_id and status first: the claim index finds the run's pending rows, where
+            # claimed_by alone would scan every check ever stored.
+            session_check.c.run_id == run_id,
             session_check.c.status == CheckStatus.PENDING.value,
+            session_check.c.claimed_by == worker_id,
         )
         .values(claimed_by=None)
     )
@@ -487,9 +490,16 @@ async def status_counts(conn: AsyncConnection, run_id: int) -> dict[str, int]:
 
 
 async def finish_run(
-    conn: AsyncConnection, run_id: int, status: RunStatus, message: str | None
+    conn: AsyncConnection,
+    run_id: int,
+    status: RunStatus,
+    message: str | None,
+    counts: dict[str, int] | None = None,
 ) -> dict[str, int]:
-    counts = await status_counts(conn, run_id)
+    """Close the run with its final totals (`counts`: from status_counts in this same
+    transaction, when the caller already has them)."""
+    if counts is None:
+        counts = await status_counts(conn, run_id)
     await conn.execute(
         update(audit_run)
         .where(audit_run.c.id == run_id)
