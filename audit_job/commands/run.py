@@ -48,6 +48,7 @@ from audit_job.store.types import utcnow
 log = logging.getLogger(__name__)
 RESUMABLE = {RunStatus.RUNNING, RunStatus.INTERRUPTED, RunStatus.FAILED}
 SOURCE_BATCH = 2000
+SNAPSHOT_PARTS = 2  # PostgreSQL connections taking a snapshot; a power of two
 
 
 @dataclass
@@ -205,8 +206,21 @@ async def _snapshot(
             await store.add_snapshot_rows(conn, run_id, batch)
             total = await store.finish_snapshot(conn, run_id)
     else:
+        # PostgreSQL: two connections insert disjoint halves at once (the server's index
+        # and foreign-key work per row is the cost; 16.2 s -> 11.7 s for 1,000,000 pairs on
+        # 2 cores, 4 parts was slower there). Each half commits alone: a process killed in
+        # between leaves snapshot_at unset, and the resume completes the snapshot.
+        parts = 1
+        if engine.dialect.name == "postgresql" and app_id is None and user_id is None:
+            parts = SNAPSHOT_PARTS
+
+        async def take(index: int) -> None:
+            async with engine.begin() as conn:
+                share = (index, parts) if parts > 1 else None
+                await store.snapshot_targets(conn, run_id, app_id, user_id, share)
+
+        await asyncio.gather(*(take(index) for index in range(parts)))
         async with engine.begin() as conn:
-            await store.snapshot_targets(conn, run_id, app_id, user_id)
             total = await store.finish_snapshot(conn, run_id)
     log.info(
         "run %d: snapshot of %d pairs taken in %.1f s",

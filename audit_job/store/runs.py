@@ -178,15 +178,26 @@ async def take_over(conn: AsyncConnection, run_id: int, epoch: int | None = None
 
 
 async def snapshot_targets(
-    conn: AsyncConnection, run_id: int, app_id: str | None, user_id: str | None
+    conn: AsyncConnection,
+    run_id: int,
+    app_id: str | None,
+    user_id: str | None,
+    part: tuple[int, int] | None = None,
 ) -> None:
     """One pending check per enabled target, in a single INSERT .. SELECT (no pairs
-    pass through Python, so a million-pair snapshot costs no client memory)."""
+    pass through Python, so a million-pair snapshot costs no client memory).
+
+    `part` (PostgreSQL): (i, n) takes only the i-th of n disjoint shares of the targets
+    (by a hash of user_id; n a power of two), so that n connections can insert at once."""
     source = select(
         literal(run_id, Integer).label("run_id"),
         audit_target.c.app_id,
         audit_target.c.user_id,
     ).where(audit_target.c.enabled.is_(True))
+    if part is not None:
+        index, count = part
+        share = func.hashtext(audit_target.c.user_id).op("&")(count - 1)
+        source = source.where(share == index)
     if app_id is not None:
         source = source.where(audit_target.c.app_id == app_id)
     if user_id is not None:
