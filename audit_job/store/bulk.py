@@ -12,6 +12,7 @@ SQLite already the stored text (`sqlite_time`).
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -71,12 +72,20 @@ def _inline(driver: Any) -> sqlite3.Connection | None:
     return connection if isinstance(connection, sqlite3.Connection) else None
 
 
+INLINE_SLICE_ROWS = 100  # ~1-2 ms of SQLite work: the longest the event loop is held
+
+
 async def _executemany_sqlite(driver: Any, sql: str, rows: list[tuple[Any, ...]]) -> None:
     inline = _inline(driver)
     if inline is None:
         await driver.executemany(sql, rows)
-    else:
-        inline.executemany(sql, rows)
+        return
+    # In slices, yielding between them: a whole batch at once held the loop for ~10 ms,
+    # long enough to delay answers (latency-bound runs) and bunch up requests at the
+    # server's rate-limit window.
+    for start in range(0, len(rows), INLINE_SLICE_ROWS):
+        inline.executemany(sql, rows[start : start + INLINE_SLICE_ROWS])
+        await asyncio.sleep(0)
 
 
 _PG_WRITE = """

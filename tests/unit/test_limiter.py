@@ -180,7 +180,7 @@ async def test_window_bound_holds_when_wakeups_are_late(seed: int) -> None:
     released = [t for times in results for t in times]
     assert len(released) == 512
     assert busiest_window(released) <= rate
-    # The guard's slack: even a window 2 ms longer holds no more than the cap.
+    # The guard's slack: even a window GUARD_SLACK_SECONDS longer holds no more than the cap.
     assert busiest_window(released, 1.0 + GUARD_SLACK_SECONDS) <= rate
     # Lateness costs little throughput: 512 releases at 40/s take about 12.8 s.
     assert max(released) - min(released) < 512 / rate * 1.3
