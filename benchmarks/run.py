@@ -615,12 +615,13 @@ def scenario_latency(report: Report, dbs: Databases, folder: Path, pairs: int) -
 
 
 def _window(per_second: list[list[int]], skip: int) -> tuple[float, int, int]:
-    """Mean accepted/s and totals over whole seconds after `skip`, ignoring the last
-    (partial) second and the idle tail."""
+    """Mean accepted/s and totals over the run's whole seconds after its first `skip`,
+    counted from the first busy second (partial: the run starts mid-second, after the
+    tool's start-up), ignoring the last (partial) second and the idle tail."""
     busy = [i for i, (ok, throttled) in enumerate(per_second) if ok + throttled]
     if not busy:
         return 0.0, 0, 0
-    seconds = per_second[skip : busy[-1]]  # the last busy second is partial
+    seconds = per_second[busy[0] + skip : busy[-1]]  # the last busy second is partial
     if not seconds:
         return 0.0, 0, 0
     ok = sum(s[0] for s in seconds)
