@@ -33,6 +33,14 @@ async def limited(watch: DeadlineWatch, seconds: float, swallow: bool = False) -
         watch.disarm(task)
 
 
+async def shut_down_after(task: asyncio.Task[str], seconds: float) -> None:
+    """Cancel `task` as a shutdown would, and see the cancellation come out of it."""
+    await asyncio.sleep(seconds)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
 async def test_an_attempt_past_its_limit_is_a_timeout_and_others_finish() -> None:
     async with DeadlineWatch(0.2, tick=0.02) as watch:
         started = time.monotonic()
@@ -51,20 +59,12 @@ async def test_the_task_can_be_cancelled_normally_after_a_timeout() -> None:
             await asyncio.sleep(5)  # a later shutdown must still reach it
             return first
 
-        task = asyncio.create_task(twice())
-        await asyncio.sleep(0.3)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+        await shut_down_after(asyncio.create_task(twice()), 0.3)
 
 
 async def test_a_shutdown_while_armed_propagates() -> None:
     async with DeadlineWatch(10, tick=0.01) as watch:
-        task = asyncio.create_task(limited(watch, 5))
-        await asyncio.sleep(0.05)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+        await shut_down_after(asyncio.create_task(limited(watch, 5)), 0.05)
 
 
 async def test_a_shutdown_together_with_the_limit_wins() -> None:
