@@ -243,7 +243,7 @@ class AuthingClient:
             cookie_jar=aiohttp.DummyCookieJar(),
         )
         try:
-            await self._deadlines.__aenter__()
+            self._deadlines.start()
             if authing.auth == "signature":
                 self._signer = Signer(
                     self._key_id,
@@ -277,7 +277,7 @@ class AuthingClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._deadlines.__aexit__(None, None, None)
+        await self._deadlines.aclose()
         session, self._session = self._session, None
         if session is not None:
             await session.close()
@@ -384,10 +384,9 @@ class AuthingClient:
         message = answer.message if status is CheckStatus.ERROR else None
         if status is CheckStatus.ERROR and (answer.http_status is None or message is None):
             message = answer.detail  # no answer, or none with words: say what happened
-        kind = answer.kind
         return CheckResult(  # positional, in field order: this runs once per pair
             status,
-            True if kind is _ACTIVE else False if kind is _INACTIVE else None,
+            answer.active,
             datetime.now(UTC),
             attempts,
             answer.http_status,

@@ -39,11 +39,12 @@ class DeadlineWatch:
         self._expired: set[Task] = set()
         self._watcher: asyncio.Task[None] | None = None
 
-    async def __aenter__(self) -> DeadlineWatch:
+    def start(self) -> None:
+        """Start the watcher task (in a running event loop)."""
         self._watcher = asyncio.get_running_loop().create_task(self._watch(), name="deadlines")
-        return self
 
-    async def __aexit__(self, *exc_info: object) -> None:
+    async def aclose(self) -> None:
+        """Stop the watcher; limits armed after this never fire."""
         watcher, self._watcher = self._watcher, None
         if watcher is not None:
             watcher.cancel()
@@ -68,6 +69,13 @@ class DeadlineWatch:
         if task in self._expired:  # cancelled, but the awaited code swallowed it
             self._expired.discard(task)
             task.uncancel()
+
+    async def __aenter__(self) -> DeadlineWatch:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
     async def _watch(self) -> None:
         while True:

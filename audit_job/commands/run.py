@@ -207,9 +207,9 @@ async def _snapshot(
             total = await store.finish_snapshot(conn, run_id)
     else:
         # PostgreSQL: two connections insert disjoint halves at once (the server's index
-        # and foreign-key work per row is the cost; 16.2 s -> 11.7 s for 1,000,000 pairs on
-        # 2 cores, 4 parts was slower there). Each half commits alone: a process killed in
-        # between leaves snapshot_at unset, and the resume completes the snapshot.
+        # and foreign-key work per row is the cost; 18.2 s -> 10.6 s for 1,000,000 pairs on
+        # the 2-core bench host, 4 parts was slower there). Each half commits alone: a
+        # process killed in between leaves snapshot_at unset, and the resume completes it.
         parts = 1
         if engine.dialect.name == "postgresql" and app_id is None and user_id is None:
             parts = SNAPSHOT_PARTS

@@ -505,12 +505,10 @@ async def finish_run(
     run_id: int,
     status: RunStatus,
     message: str | None,
-    counts: dict[str, int] | None = None,
+    counts: dict[str, int],
 ) -> dict[str, int]:
-    """Close the run with its final totals (`counts`: from status_counts in this same
-    transaction, when the caller already has them)."""
-    if counts is None:
-        counts = await status_counts(conn, run_id)
+    """Close the run with its final totals (`counts`: status_counts read in this same
+    transaction)."""
     await conn.execute(
         update(audit_run)
         .where(audit_run.c.id == run_id)
