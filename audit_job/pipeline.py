@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -27,7 +28,15 @@ from audit_job.store.engine import describe_db_error
 
 log = logging.getLogger(__name__)
 Check = Callable[[Pair], Awaitable[CheckResult]]
-_STORE_ERRORS = (DBAPIError, SQLAlchemyError, OSError, ConnectionError, TimeoutError)
+# sqlite3.Error: the batch statements reach the driver directly (store.bulk), unwrapped.
+_STORE_ERRORS = (
+    DBAPIError,
+    SQLAlchemyError,
+    sqlite3.Error,
+    OSError,
+    ConnectionError,
+    TimeoutError,
+)
 LATENCY_SAMPLES = 20_000
 
 
