@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import sys
 from collections.abc import Coroutine
@@ -48,7 +49,29 @@ def _loop_factory() -> Any:
     return uvloop.new_event_loop
 
 
+# A run allocates a few container objects per request that live until their batch is
+# written, so the young generation fills every ~1 ms and each full collection walks every
+# object the imports made. Measured over 100,000 checks on SQLite: 939 young and 7 full
+# collections, 0.8 CPU s (about 8 % of the run); with the imports frozen and this
+# threshold, fewer than 10 collections, under 0.01 s. Peak memory does not change.
+GC_YOUNG_THRESHOLD = 10_000
+_gc_tuned = False
+
+
+def _tune_gc() -> None:
+    """Once per process, after the imports and before the first event loop: whatever
+    exists now lives as long as the process, so the collector stops scanning it."""
+    global _gc_tuned
+    if _gc_tuned:
+        return
+    _gc_tuned = True
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
+
+
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    _tune_gc()
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         return runner.run(coro)
 
