@@ -21,10 +21,11 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-# (id, status, active, checked_at, attempts, http_status, status_code, api_code, message,
-#  request_id, latency_ms)
+# Rows arrive in the order of the SQLite statements' `?` marks, so they go to the driver as
+# built (runs.write_results makes them in one pass); PostgreSQL takes their columns.
+# (status, active, checked_at, attempts, http_status, status_code, api_code, message,
+#  request_id, latency_ms, id)
 CheckRow = tuple[
-    int,
     str,
     bool | None,
     datetime | str,
@@ -35,9 +36,11 @@ CheckRow = tuple[
     str | None,
     str | None,
     int | None,
+    int,
 ]
-# (app_id, user_id, active, checked_at, run_id)
-StateRow = tuple[str, str, bool, datetime | str, int]
+# (app_id, user_id, active, checked_at, changed_at, run_id); changed_at is checked_at: a
+# new state row changed when it was first seen (the upsert keeps an older change time).
+StateRow = tuple[str, str, bool, datetime | str, datetime | str, int]
 
 SUPPORTED = ("postgresql", "sqlite")
 
@@ -75,7 +78,7 @@ def _inline(driver: Any) -> sqlite3.Connection | None:
 INLINE_SLICE_ROWS = 100  # ~1-2 ms of SQLite work: the longest the event loop is held
 
 
-async def _executemany_sqlite(driver: Any, sql: str, rows: list[tuple[Any, ...]]) -> None:
+async def _executemany_sqlite(driver: Any, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
     inline = _inline(driver)
     if inline is None:
         await driver.executemany(sql, rows)
@@ -94,10 +97,10 @@ UPDATE session_check AS s SET
     http_status = v.http_status, status_code = v.status_code, api_code = v.api_code,
     message = v.message, request_id = v.request_id, latency_ms = v.latency_ms,
     claimed_by = NULL
-FROM unnest($1::bigint[], $2::text[], $3::boolean[], $4::timestamptz[], $5::int[],
-            $6::int[], $7::int[], $8::bigint[], $9::text[], $10::text[], $11::int[])
-    AS v(id, status, active, checked_at, attempts, http_status, status_code, api_code,
-         message, request_id, latency_ms)
+FROM unnest($1::text[], $2::boolean[], $3::timestamptz[], $4::int[], $5::int[],
+            $6::int[], $7::bigint[], $8::text[], $9::text[], $10::int[], $11::bigint[])
+    AS v(status, active, checked_at, attempts, http_status, status_code, api_code,
+         message, request_id, latency_ms, id)
 WHERE s.id = v.id AND s.status = 'pending'
 """
 
@@ -135,22 +138,15 @@ WHERE excluded.checked_at >= session_state.checked_at
 """
 
 
-async def write_checks(conn: AsyncConnection, rows: Sequence[CheckRow]) -> None:
+async def write_checks(conn: AsyncConnection, rows: list[CheckRow]) -> None:
     driver = await _driver(conn)
     if conn.dialect.name == "postgresql":
         await driver.execute(_PG_WRITE, *(list(column) for column in zip(*rows, strict=True)))
         return
-    await _executemany_sqlite(
-        driver,
-        _SQLITE_WRITE,
-        [
-            (status, active, at, attempts, http, code, api, msg, req, ms, row_id)
-            for row_id, status, active, at, attempts, http, code, api, msg, req, ms in rows
-        ],
-    )
+    await _executemany_sqlite(driver, _SQLITE_WRITE, rows)
 
 
-async def upsert_states(conn: AsyncConnection, rows: Sequence[StateRow]) -> None:
+async def upsert_states(conn: AsyncConnection, rows: list[StateRow]) -> None:
     driver = await _driver(conn)
     if conn.dialect.name == "postgresql":
         # One row per pair per statement: ON CONFLICT cannot touch a row twice in one command.
@@ -159,15 +155,13 @@ async def upsert_states(conn: AsyncConnection, rows: Sequence[StateRow]) -> None
             key = (row[0], row[1])
             if key not in latest or row[3] >= latest[key][3]:  # type: ignore[operator]
                 latest[key] = row
-        columns = [list(column) for column in zip(*latest.values(), strict=True)]
-        await driver.execute(_PG_STATE, *columns)
+        apps, users, actives, times, _changed, run_ids = zip(*latest.values(), strict=True)
+        await driver.execute(
+            _PG_STATE, list(apps), list(users), list(actives), list(times), list(run_ids)
+        )
         return
     # Statement by statement, a repeated pair is simply updated again (latest time wins).
-    await _executemany_sqlite(
-        driver,
-        _SQLITE_STATE,
-        [(app, user, active, at, at, run_id) for app, user, active, at, run_id in rows],
-    )
+    await _executemany_sqlite(driver, _SQLITE_STATE, rows)
 
 
 def _claim_sql(dialect: str, dead_here: int) -> str:

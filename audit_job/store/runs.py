@@ -430,7 +430,8 @@ async def write_results(
             heartbeat_at=utcnow(),
         )
     )
-    # One pass, one timestamp text per row on SQLite (formatting is most of a row's cost).
+    # One pass, one timestamp text per row on SQLite (formatting is most of a row's cost),
+    # each row made once in the driver's order (bulk.CheckRow, bulk.StateRow).
     stamp = bulk.sqlite_time if conn.dialect.name == "sqlite" else None
     checks: list[bulk.CheckRow] = []
     states: list[bulk.StateRow] = []
@@ -438,7 +439,6 @@ async def write_results(
         at = r.checked_at if stamp is None else stamp(r.checked_at)
         checks.append(
             (
-                row_id,
                 r.status.value,
                 r.active,
                 at,
@@ -449,17 +449,17 @@ async def write_results(
                 _clip(r.message, MESSAGE_LENGTH),
                 _clip(r.request_id, REQUEST_ID_LENGTH),
                 r.latency_ms,
+                row_id,
             )
         )
         if r.active is not None:
-            states.append((app, user, r.active, at, run_id))
+            states.append((app, user, r.active, at, at, run_id))
     if conn.dialect.name in bulk.SUPPORTED:
         await bulk.write_checks(conn, checks)
         if states:
             await bulk.upsert_states(conn, states)
         return
     names = (
-        "b_id",
         "b_status",
         "b_active",
         "b_checked_at",
@@ -470,22 +470,14 @@ async def write_results(
         "b_message",
         "b_request_id",
         "b_latency_ms",
+        "b_id",
     )
     await conn.execute(_WRITE_CHECK, [dict(zip(names, row, strict=True)) for row in checks])
     if states:
+        columns = ("app_id", "user_id", "active", "checked_at", "changed_at", "run_id")
         await conn.execute(
             upsert_state(session_state, conn.dialect.name),
-            [
-                {
-                    "app_id": a,
-                    "user_id": u,
-                    "active": act,
-                    "checked_at": at,
-                    "changed_at": at,
-                    "run_id": rid,
-                }
-                for a, u, act, at, rid in states
-            ],
+            [dict(zip(columns, row, strict=True)) for row in states],
         )
 
 
