@@ -8,12 +8,16 @@ import os
 import uuid
 
 import asyncpg
+import pytest
 
 PG_HOST = os.environ.get("AUDIT_JOB_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("AUDIT_JOB_TEST_PG_PORT", "5432"))
 PG_USER = os.environ.get("AUDIT_JOB_TEST_PG_USER", "postgres")
 PG_ADMIN_DB = os.environ.get("AUDIT_JOB_TEST_PG_DB", "test")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# A test that holds only on PostgreSQL (several workers, row locks): the `backend` fixture
+# narrowed to it.
+only_pg = pytest.mark.parametrize("backend", [pytest.param("postgresql", marks=pytest.mark.pg)])
 
 
 def pg_url(database: str) -> str:

@@ -95,8 +95,7 @@ _PG_WRITE = """
 UPDATE session_check AS s SET
     status = v.status, active = v.active, checked_at = v.checked_at, attempts = v.attempts,
     http_status = v.http_status, status_code = v.status_code, api_code = v.api_code,
-    message = v.message, request_id = v.request_id, latency_ms = v.latency_ms,
-    claimed_by = NULL
+    message = v.message, request_id = v.request_id, latency_ms = v.latency_ms
 FROM unnest($1::text[], $2::boolean[], $3::timestamptz[], $4::int[], $5::int[],
             $6::int[], $7::bigint[], $8::text[], $9::text[], $10::int[], $11::bigint[])
     AS v(status, active, checked_at, attempts, http_status, status_code, api_code,
@@ -107,7 +106,7 @@ WHERE s.id = v.id AND s.status = 'pending'
 _SQLITE_WRITE = """
 UPDATE session_check SET
     status = ?, active = ?, checked_at = ?, attempts = ?, http_status = ?, status_code = ?,
-    api_code = ?, message = ?, request_id = ?, latency_ms = ?, claimed_by = NULL
+    api_code = ?, message = ?, request_id = ?, latency_ms = ?
 WHERE id = ? AND status = 'pending'
 """
 
@@ -164,62 +163,37 @@ async def upsert_states(conn: AsyncConnection, rows: list[StateRow]) -> None:
     await _executemany_sqlite(driver, _SQLITE_STATE, rows)
 
 
-def _claim_sql(dialect: str, dead_here: int) -> str:
+def _pending_sql(dialect: str, upto: bool, limit: bool) -> str:
     mark = (lambda n: f"${n}") if dialect == "postgresql" else (lambda n: "?")
-    dead = ", ".join(mark(6 + i) for i in range(dead_here))
-    dead_clause = f" OR claimed_by IN ({dead})" if dead_here else ""
-    lock = " FOR UPDATE SKIP LOCKED" if dialect == "postgresql" else ""
-    return f"""
-UPDATE session_check SET claimed_by = {mark(1)}
-WHERE id IN (
-    SELECT id FROM session_check
-    WHERE run_id = {mark(2)} AND status = 'pending'
-      AND (claimed_by IS NULL
-           OR claimed_by NOT IN (SELECT worker_id FROM audit_worker
-                                 WHERE run_id = {mark(3)} AND heartbeat_at > {mark(4)})
-           {dead_clause})
-    ORDER BY id LIMIT {mark(5)}{lock})
-RETURNING id, app_id, user_id
-"""
+    upper = f" AND id <= {mark(3)}" if upto else ""
+    cap = f" LIMIT {mark(4 if upto else 3)}" if limit else ""
+    return (
+        "SELECT id, app_id, user_id FROM session_check "
+        f"WHERE run_id = {mark(1)} AND status = 'pending' AND id > {mark(2)}{upper} "
+        f"ORDER BY id{cap}"
+    )
 
 
-async def claim(
+async def pending_rows(
     conn: AsyncConnection,
     run_id: int,
-    worker_id: str,
-    cutoff: datetime,
-    dead_here: Sequence[str],
-    limit: int,
+    after_id: int,
+    limit: int | None,
+    upto_id: int | None = None,
 ) -> list[tuple[int, str, str]]:
-    """One statement: mark up to `limit` free pending rows as this worker's, return them."""
+    """The run's pending rows with `after_id < id <= upto_id`, in id order, at most
+    `limit` (None: all). Claims read thousands of rows a second: through the driver."""
+    dialect = conn.dialect.name
+    params: list[Any] = [run_id, after_id]
+    if upto_id is not None:
+        params.append(upto_id)
+    if limit is not None:
+        params.append(limit)
+    sql = _pending_sql(dialect, upto_id is not None, limit is not None)
     driver = await _driver(conn)
-    sql = _claim_sql(conn.dialect.name, len(dead_here))
-    if conn.dialect.name == "postgresql":
-        rows = await driver.fetch(sql, worker_id, run_id, run_id, cutoff, limit, *dead_here)
-        found = [(r[0], r[1], r[2]) for r in rows]
-    else:
-        # `?` binds in text order: the dead-worker list comes before LIMIT.
-        params = (worker_id, run_id, run_id, sqlite_time(cutoff), *dead_here, limit)
-        cursor = await driver.execute(sql, params)
-        found = [(r[0], r[1], r[2]) for r in await cursor.fetchall()]
-        await cursor.close()
-    found.sort()
-    return found
-
-
-_SQLITE_NEXT = """
-SELECT id, app_id, user_id FROM session_check
-WHERE run_id = ? AND status = 'pending' AND id > ?
-ORDER BY id LIMIT ?
-"""
-
-
-async def next_pending(
-    conn: AsyncConnection, run_id: int, after_id: int, limit: int
-) -> list[tuple[int, str, str]]:
-    """SQLite: the next pending rows in id order (one worker per run, nothing to mark)."""
-    driver = await _driver(conn)
-    cursor = await driver.execute(_SQLITE_NEXT, (run_id, after_id, limit))
+    if dialect == "postgresql":
+        return [(r[0], r[1], r[2]) for r in await driver.fetch(sql, *params)]
+    cursor = await driver.execute(sql, params)
     rows = await cursor.fetchall()  # (id, app_id, user_id) tuples already
     await cursor.close()
     return list(rows)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Select, Table, and_, case, or_
+from sqlalchemy import Table, and_, case, or_
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.sql.dml import Insert
 
@@ -69,11 +69,3 @@ def upsert_state(table: Table, dialect: str) -> Insert:
         },
         where=new.checked_at >= table.c.checked_at,
     )
-
-
-def lock_skip_locked(select: Select[Any], dialect: str) -> Select[Any]:
-    """Claim rows other transactions are not holding. SQLite has one writer at a time
-    anyway (the claim runs inside a write transaction), so it needs no row locks."""
-    if dialect in ("postgresql", "mysql", "mariadb"):
-        return select.with_for_update(skip_locked=True)
-    return select

@@ -24,7 +24,6 @@ from sqlalchemy import (
     func,
     insert,
     literal,
-    or_,
     select,
     text,
     update,
@@ -32,8 +31,8 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from audit_job.models import CheckResult, CheckStatus, RunStatus
-from audit_job.store import bulk
-from audit_job.store.dialect import lock_skip_locked, upsert_state
+from audit_job.store import bulk, claims
+from audit_job.store.dialect import upsert_state
 from audit_job.store.tables import (
     MESSAGE_LENGTH,
     REQUEST_ID_LENGTH,
@@ -282,17 +281,7 @@ async def live_workers(conn: AsyncConnection, run_id: int, dead_after_seconds: f
 
 async def unregister_worker(conn: AsyncConnection, run_id: int, worker_id: str) -> None:
     """Release this worker's unanswered claims and forget it."""
-    await conn.execute(
-        update(session_check)
-        .where(
-            # run_id and status first: the claim index finds the run's pending rows, where
-            # claimed_by alone would scan every check ever stored.
-            session_check.c.run_id == run_id,
-            session_check.c.status == CheckStatus.PENDING.value,
-            session_check.c.claimed_by == worker_id,
-        )
-        .values(claimed_by=None)
-    )
+    await claims.release(conn, run_id, worker_id)
     await conn.execute(delete(audit_worker).where(audit_worker.c.worker_id == worker_id))
 
 
@@ -304,17 +293,16 @@ async def claim_pending(
     limit: int,
     after_id: int = 0,
 ) -> list[tuple[int, str, str]]:
-    """Mark up to `limit` pending rows as this worker's and return them (id order).
+    """About `limit` pending rows for this worker, in id order (store/claims.py).
 
-    A row is free when nobody claims it or its claimant is dead by the liveness rule
-    (so a dead worker's rows come back). Liveness is judged inside the claiming statement:
-    a list of live workers read earlier misses a worker that joined since, whose claimed
-    rows would then be taken and asked twice. PostgreSQL skips rows another claimer holds.
+    Liveness is judged inside the claiming transaction: a list of live workers read
+    earlier would miss a worker that joined since, whose rows would then be taken over and
+    asked twice.
 
     SQLite has a single writer, so a run there has one worker (`worker --run` needs
-    PostgreSQL): its rows are read in id order after `after_id`, with no marks to write."""
+    PostgreSQL): its rows are read in id order after `after_id`, with no claims to write."""
     if conn.dialect.name == "sqlite":
-        return await bulk.next_pending(conn, run_id, after_id, limit)
+        return await bulk.pending_rows(conn, run_id, after_id, limit)
     cutoff = utcnow() - timedelta(seconds=dead_after_seconds)
     registered = await conn.execute(
         select(audit_worker.c.worker_id, audit_worker.c.host, audit_worker.c.pid).where(
@@ -322,58 +310,15 @@ async def claim_pending(
         )
     )
     dead_here = [r.worker_id for r in registered if r.host == HOST and not pid_alive(r.pid)]
-    fresh = select(audit_worker.c.worker_id).where(
-        audit_worker.c.run_id == run_id, audit_worker.c.heartbeat_at > cutoff
-    )
-    free = or_(
-        session_check.c.claimed_by.is_(None),
-        session_check.c.claimed_by.notin_(fresh),
-        session_check.c.claimed_by.in_(dead_here),
-    )
-    if conn.dialect.name in bulk.SUPPORTED:
-        return await bulk.claim(conn, run_id, worker_id, cutoff, dead_here, limit)
-    pick = lock_skip_locked(
-        select(session_check.c.id, session_check.c.app_id, session_check.c.user_id)
-        .where(
-            session_check.c.run_id == run_id,
-            session_check.c.status == CheckStatus.PENDING.value,
-            free,
-        )
-        .order_by(session_check.c.id)
-        .limit(limit),
-        conn.dialect.name,
-    )
-    rows = (await conn.execute(pick)).all()
-    if rows:
-        ids = [row.id for row in rows]
-        for start in range(0, len(ids), 1000):  # bounded IN lists
-            await conn.execute(
-                update(session_check)
-                .where(session_check.c.id.in_(ids[start : start + 1000]))
-                .values(claimed_by=worker_id)
-            )
-    return [(row.id, row.app_id, row.user_id) for row in rows]
+    return await claims.claim(conn, run_id, worker_id, cutoff, dead_here, limit)
 
 
 async def pending_elsewhere(conn: AsyncConnection, run_id: int, worker_id: str) -> bool:
-    """Whether pending rows remain that this worker does not hold (unclaimed, or claimed
-    by another worker that may still answer them or die and release them). On SQLite the
-    one worker holds every pending row of its run."""
+    """Whether pending rows remain that this worker does not hold. On SQLite the one
+    worker holds every pending row of its run."""
     if conn.dialect.name == "sqlite":
         return False
-    stmt = (
-        select(session_check.c.id)
-        .where(
-            session_check.c.run_id == run_id,
-            session_check.c.status == CheckStatus.PENDING.value,
-            or_(
-                session_check.c.claimed_by.is_(None),
-                session_check.c.claimed_by != worker_id,
-            ),
-        )
-        .limit(1)
-    )
-    return (await conn.execute(stmt)).first() is not None
+    return await claims.pending_elsewhere(conn, run_id, worker_id)
 
 
 def _bounded(value: int | None, limit: int) -> int | None:
@@ -404,7 +349,6 @@ _WRITE_CHECK = (
         message=bindparam("b_message"),
         request_id=bindparam("b_request_id"),
         latency_ms=bindparam("b_latency_ms"),
-        claimed_by=None,
     )
 )
 

@@ -97,7 +97,7 @@ session_check = Table(
     Column("message", String(MESSAGE_LENGTH)),
     Column("request_id", String(REQUEST_ID_LENGTH)),
     Column("latency_ms", Integer),
-    Column("claimed_by", String(64)),  # worker holding the pending row (scale-out)
+    Column("claimed_by", String(64)),  # unused since migration 0004 (claims are audit_claim)
     CheckConstraint(_one_of("status", [s.value for s in CheckStatus]), name="status"),
     UniqueConstraint("run_id", "app_id", "user_id"),
     Index(None, "run_id", "status", "id"),  # claim pending rows in order
@@ -129,6 +129,19 @@ audit_worker = Table(
     Column("heartbeat_at", UtcDateTime, nullable=False),
     Column("concurrency", Integer, nullable=False),
     Index(None, "run_id", "heartbeat_at"),
+)
+
+# A worker's claim on a range of a run's session_check ids (store/claims.py); worker_id is
+# NULL once its worker released it.
+audit_claim = Table(
+    "audit_claim",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("run_id", Integer, ForeignKey("audit_run.id", ondelete="CASCADE"), nullable=False),
+    Column("worker_id", String(64)),
+    Column("first_id", BigId, nullable=False),
+    Column("last_id", BigId, nullable=False),
+    Index(None, "run_id", "last_id"),
 )
 
 leader_lease = Table(

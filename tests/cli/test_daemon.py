@@ -23,6 +23,7 @@ from typing import Any
 import aiohttp
 import pytest
 from helpers import cli_env, write_config
+from pgsupport import only_pg
 from sqlalchemy import select
 
 from audit_job.emulator import Emulator
@@ -30,7 +31,6 @@ from audit_job.store import targets as target_store
 from audit_job.store.engine import opened
 from audit_job.store.tables import audit_run, leader_lease, session_check
 
-only_pg = pytest.mark.parametrize("backend", [pytest.param("postgresql", marks=pytest.mark.pg)])
 LEASE = 3.0
 BOUND = LEASE + LEASE / 3 + 3.0  # expiry + one follower check + process/DB slack
 PAIRS = [(f"app-{n % 3}", f"user-{n:03d}") for n in range(24)]

@@ -20,17 +20,17 @@ from typing import Any
 
 import pytest
 from helpers import cli_env, write_config
+from pgsupport import only_pg
 from sqlalchemy import func, select
 
 from audit_job.emulator import PAIR_SEPARATOR, Emulator, EmulatorOptions, truth
 from audit_job.store import targets as target_store
 from audit_job.store.engine import opened
-from audit_job.store.tables import audit_run, session_check
+from audit_job.store.tables import audit_claim, audit_run, session_check
 
 SEED = 5
 Pair = tuple[str, str]
 only_sqlite = pytest.mark.parametrize("backend", ["sqlite"])
-only_pg = pytest.mark.parametrize("backend", [pytest.param("postgresql", marks=pytest.mark.pg)])
 
 
 @dataclass
@@ -452,3 +452,35 @@ async def test_a_worker_joins_a_live_run_and_no_pair_is_asked_twice(
     assert_all_true(await checks_of(db_url, run_id), pairs)
     (row,) = await run_rows(db_url)
     assert (row.status, row.total) == ("succeeded", 400)
+
+
+@only_pg
+@pytest.mark.timeout(60)
+async def test_a_killed_workers_rows_are_taken_over_and_every_pair_ends_once(
+    db_url: str, tmp_path: Path, cli: Cli
+) -> None:
+    pairs = sample_pairs(300)
+    await seed_targets(db_url, pairs)
+    async with Emulator(EmulatorOptions(seed=SEED, delay_ms=20)) as emu:
+        cfg = config(
+            tmp_path / "audit-job.toml", db_url, emu.url, concurrency=4, rate_per_second=40
+        )
+        owner = await cli.start("--config", cfg, "run", "--no-progress", "--json")
+        run_id = await started_run(db_url, owner, min_final=1)
+        worker = await cli.start("--config", cfg, "worker", "--run", str(run_id), "--json")
+
+        async def worker_holds_rows() -> bool:
+            holders = await fetch(
+                db_url, select(audit_claim.c.worker_id).where(audit_claim.c.run_id == run_id)
+            )
+            return len({row.worker_id for row in holders}) == 2
+
+        await until(worker_holds_rows, what="the worker's first claim")
+        worker.process.kill()  # no release, no unregister: its claim is left behind
+        await worker.wait()
+        assert await owner.wait() == 0, owner.stderr
+        seen = asked(emu)
+
+    assert set(seen) == set(pairs)  # the killed worker's rows were asked after all
+    assert owner.summary()["status"] == "succeeded"
+    assert_all_true(await checks_of(db_url, run_id), pairs)  # one final row per pair
