@@ -1,7 +1,7 @@
 """Queries on runs and their checks: create, snapshot, claim, write back, finish.
 
 Exactly-once rests on two facts: the snapshot holds one `session_check` row per pair
-(unique run_id, app_id, user_id), and a result is written with
+(unique app_id, user_id, run_id), and a result is written with
 `UPDATE .. WHERE id = :id AND status = 'pending'`, so a row turns final once and never
 again, whichever worker (or resumed process) answers it.
 """

@@ -99,9 +99,8 @@ session_check = Table(
     Column("latency_ms", Integer),
     Column("claimed_by", String(64)),  # unused since migration 0004 (claims are audit_claim)
     CheckConstraint(_one_of("status", [s.value for s in CheckStatus]), name="status"),
-    UniqueConstraint("run_id", "app_id", "user_id"),
-    Index(None, "run_id", "status", "id"),  # claim pending rows in order
-    Index(None, "app_id", "user_id", "run_id"),  # a pair's history
+    UniqueConstraint("app_id", "user_id", "run_id"),  # one row per pair and run; a pair's history
+    Index(None, "run_id", "status", "id"),  # a run's rows by status, pending ones in order
 )
 
 session_state = Table(
