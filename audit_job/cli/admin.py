@@ -1,4 +1,7 @@
-"""`audit-job db ...` and `audit-job config show`."""
+"""`audit-job db ...` and `audit-job config show`.
+
+The service (and Alembic with it, ~10 MB) is imported when a command runs: every process
+loads this module, and a long run has no use for migrations."""
 
 from __future__ import annotations
 
@@ -8,7 +11,6 @@ import sys
 import typer
 
 from audit_job.cli.common import loaded_config, run_async
-from audit_job.commands import admin as service
 from audit_job.render import Format
 
 
@@ -23,6 +25,8 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context, revision: str = typer.Argument("head", help="target revision")
     ) -> None:
         """Create or migrate the tables to the latest (or given) revision."""
+        from audit_job.commands import admin as service
+
         result = run_async(service.db_upgrade(loaded_config(ctx), revision))
         print(f"{result['database']}: schema at revision {result['to']} (was {result['from']})")
 
@@ -31,12 +35,16 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context, revision: str = typer.Argument(..., help="target revision, or base")
     ) -> None:
         """Migrate the schema back (base drops every audit-job table)."""
+        from audit_job.commands import admin as service
+
         result = run_async(service.db_downgrade(loaded_config(ctx), revision))
         print(f"{result['database']}: schema at revision {result['to']} (was {result['from']})")
 
     @db.command("current")
     def current(ctx: typer.Context) -> None:
         """Show the schema revision of the database and the one this code needs."""
+        from audit_job.commands import admin as service
+
         result = run_async(service.db_current(loaded_config(ctx)))
         state = (
             "up to date" if result["current"] == result["head"] else "needs: audit-job db upgrade"
@@ -51,6 +59,8 @@ def register(app: typer.Typer) -> None:
         fmt: Format = typer.Option(Format.table, "--format", "-f", help="table (TOML) or json"),
     ) -> None:
         """Print the effective configuration, secrets masked."""
+        from audit_job.commands import admin as service
+
         origin, data = service.config_show(loaded_config(ctx))
         if fmt is Format.json:
             json.dump({"origin": origin, "settings": data}, sys.stdout, indent=2)

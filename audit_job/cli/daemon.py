@@ -1,4 +1,7 @@
-"""`audit-job daemon`: audit on the schedule until SIGTERM/SIGINT; SIGHUP reloads."""
+"""`audit-job daemon`: audit on the schedule until SIGTERM/SIGINT; SIGHUP reloads.
+
+The daemon (APScheduler, prometheus-client, the health server: ~15 MB) is imported when
+the command runs, not by every process that loads the CLI."""
 
 from __future__ import annotations
 
@@ -7,12 +10,15 @@ import logging
 import os
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 import typer
 
 from audit_job import config
 from audit_job.cli.common import globals_of, loaded_config, run_async
-from audit_job.commands.daemon import Daemon
+
+if TYPE_CHECKING:
+    from audit_job.commands.daemon import Daemon
 
 log = logging.getLogger("audit_job.daemon")
 
@@ -42,6 +48,8 @@ def register(app: typer.Typer) -> None:
 
         Signals: SIGTERM/SIGINT interrupt the current run (resumable) and exit;
         SIGHUP reloads the configuration file."""
+        from audit_job.commands.daemon import Daemon
+
         loaded = loaded_config(ctx)
         path = globals_of(ctx).config_path
         run_async(_serve(Daemon(loaded, reload=lambda: config.load(path))))

@@ -6,15 +6,18 @@ import asyncio
 import sys
 from datetime import UTC
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from audit_job.cli.common import exit_with, run_async
 from audit_job.cli.report import print_report
 from audit_job.cli.run import EXIT_BY_STATUS, install_stop_signals, print_summary
-from audit_job.commands import demo as service
 from audit_job.progress import ProgressView
 from audit_job.render import Format
+
+if TYPE_CHECKING:
+    from audit_job.commands.demo import DemoResult
 
 NEXT_STEPS = """
 Next, try:
@@ -30,7 +33,11 @@ host, export AUTHING_ACCESS_KEY_ID and AUTHING_ACCESS_KEY_SECRET, import your pa
 """
 
 
-async def _demo(database: Path, pairs: int, progress: bool) -> service.DemoResult:
+async def _demo(database: Path, pairs: int, progress: bool) -> DemoResult:
+    # Imported here: the demo brings the emulator and Alembic, which other commands do
+    # not need loaded.
+    from audit_job.commands import demo as service
+
     stop = asyncio.Event()
     install_stop_signals(stop)
     view = ProgressView(bar=progress and sys.stderr.isatty())

@@ -52,8 +52,8 @@ from audit_job.errors import AuditJobError, FencedOut, RunConflict, StoreError
 from audit_job.metrics import DaemonMetrics
 from audit_job.models import RunStatus, RunTrigger
 from audit_job.store import leader as lease_store
-from audit_job.store import migrate
 from audit_job.store import runs as run_store
+from audit_job.store import schema
 from audit_job.store.engine import create_engine, describe_db_error
 from audit_job.store.types import utcnow
 
@@ -181,7 +181,7 @@ class Daemon:
         while not self.stop.is_set():
             try:
                 async with asyncio.timeout(10):
-                    await migrate.require_current(self.engine)
+                    await schema.require_current(self.engine)
                 return
             except StoreError as exc:
                 if exc.__cause__ is None:

@@ -9,7 +9,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from audit_job.config import Settings
-from audit_job.store import migrate
+from audit_job.store import schema
 from audit_job.store.engine import opened, wrap_store_error
 
 
@@ -23,7 +23,7 @@ async def open_database(
         pool_size=pool_size,
     ) as engine:
         if require_schema:
-            await migrate.require_current(engine)
+            await schema.require_current(engine)
         try:
             yield engine
         except SQLAlchemyError as exc:

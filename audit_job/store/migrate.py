@@ -12,8 +12,6 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from audit_job.errors import StoreError
-
 
 def _alembic_config() -> Config:
     cfg = Config()
@@ -55,16 +53,3 @@ async def _with_connection(engine: AsyncEngine, action) -> str | None:  # type: 
 
     async with engine.begin() as conn:
         return await conn.run_sync(run)
-
-
-async def require_current(engine: AsyncEngine) -> None:
-    """Refuse to work on a database whose schema is missing or older than this code."""
-    revision = await current(engine)
-    head = head_revision()
-    if revision is None:
-        raise StoreError("the database has no audit-job tables yet; run: audit-job db upgrade")
-    if revision != head:
-        raise StoreError(
-            f"the database schema is at revision {revision}, this audit-job needs {head}; "
-            "run: audit-job db upgrade"
-        )

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from audit_job.models import CheckStatus, RunStatus
-from audit_job.store import migrate
+from audit_job.store import migrate, schema
 from audit_job.store.engine import create_engine
 from audit_job.store.tables import audit_run, audit_target, metadata, session_check
 
@@ -136,3 +136,9 @@ def test_alembic_own_cli_upgrades_and_downgrades(empty_db_url: str, tmp_path: Pa
     assert downgraded.returncode == 0, downgraded.stderr
     assert "Running downgrade 0001 -> " in downgraded.stderr
     assert alembic("current").stdout.strip() == ""
+
+
+def test_the_light_schema_check_knows_alembics_head() -> None:
+    # Commands check the schema without importing Alembic (store/schema.py): its constant
+    # must move with every new migration.
+    assert migrate.head_revision() == schema.HEAD_REVISION
