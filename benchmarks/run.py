@@ -614,19 +614,35 @@ def scenario_latency(report: Report, dbs: Databases, folder: Path, pairs: int) -
     with standin(delay_ms=50) as server:
         config = config_file(folder, "latency", dbs.sqlite("latency"), server.url)
         prepare(config, csv_path)
+        server.reset()
         rate = tool_checks_per_second(tool_run(config))
+        steady, _, _ = _window(server.stats()["per_second"], 1)
         loop = run_child(
             [PY, BASELINES, "loop", "--pairs", str(pairs), "--url", server.url], base_env()
         )
         loop_rate = loop.report["checks"] / loop.report["seconds"]
-    print(f"  audit-job run {rate:,.0f}/s; minimal loop {loop_rate:,.0f}/s")
+        # What the server itself allows: its timers fire on whole milliseconds.
+        raw = run_child([PY, STANDIN, "--load", server.url, "--seconds", "5"], base_env())
+        raw_rate = float(raw.report.get("per_second", 0.0))
+    print(
+        f"  audit-job run {rate:,.0f}/s over the whole run ({steady:,.0f}/s in its steady "
+        f"seconds, at the server); minimal loop {loop_rate:,.0f}/s; raw asyncio client "
+        f"{raw_rate:,.0f}/s ({raw_rate / bound:.3f} of the bound: the server's own ceiling)"
+    )
     report.data["scenarios"]["latency_50ms"] = {
         "bound": bound,
         "checks_per_second": rate,
+        "steady_checks_per_second": steady,
         "loop_checks_per_second": loop_rate,
+        "raw_client_per_second": raw_rate,
     }
     report.target(
-        "latency", "share of the concurrency bound", rate / bound, ">= 0.95", rate / bound >= 0.95
+        "latency",
+        "share of the concurrency bound (whole run)",
+        rate / bound,
+        ">= 0.95",
+        rate / bound >= 0.95,
+        f"(the loop: {loop_rate / bound:.3f})",
     )
 
 
@@ -843,7 +859,7 @@ def main() -> int:
                     seconds = 10 if quick else 60
                 scenario_million(report, dbs, folder, 50_000 if quick else 1_000_000, seconds)
             if "latency" not in args.skip:
-                scenario_latency(report, dbs, folder, 2_000 if quick else 10_000)
+                scenario_latency(report, dbs, folder, 2_000 if quick else 20_000)
             if "rate_equal" not in args.skip:
                 scenario_rate_equal(report, dbs, folder, 2_000, 3 if quick else 10)
             if "rate_lower" not in args.skip:
