@@ -116,6 +116,10 @@ class Daemon:
         self._valid_until = 0.0  # monotonic end of the lease as this node last renewed it
         self._busy: str | None = None
         self._gaining = False
+        # Slots that fired while _on_gain was accounting: the ones after what it accounted
+        # for are recorded when it is done (a slot firing during its commit was lost).
+        self._held_back: list[tuple[datetime, RunStatus, tuple[datetime, datetime, int] | None]]
+        self._held_back = []
         self._idle = asyncio.Event()  # set whenever _busy is None
         self._idle.set()
         self._run_task: asyncio.Task[RunSummary] | None = None
@@ -349,6 +353,7 @@ class Daemon:
         self._valid_until = started + self.lease_seconds
         self.metrics.leader, self.metrics.epoch = True, epoch
         self._gaining = True  # until _on_gain has accounted for the slots so far
+        self._held_back = []
         log.info("leader now (epoch %d)", epoch, extra={"event": "leader_gained"})
         self._gain_task = self._spawn(self._on_gain(epoch))
 
@@ -400,6 +405,12 @@ class Daemon:
             if recorded and missed is not None:
                 self.metrics.missed_slots += missed[2]
                 log.warning("%s", _missed_message(*missed), extra={"event": "slots_missed"})
+            accounted = missed[1] if missed is not None else last
+            held, self._held_back = self._held_back, []
+            for slot, status, gap in held:
+                if accounted is None or slot > accounted:
+                    message = _missed_message(*gap) if gap else "taking over was still going"
+                    await self._record(epoch, slot, status, message, gap)
             await self._work(epoch, None, catch_up=recorded and schedule.catch_up)
         except FencedOut as exc:
             log.warning("%s", exc, extra={"event": "fenced_out"})
@@ -433,7 +444,10 @@ class Daemon:
     def _account(
         self, slot: datetime, status: RunStatus, missed: tuple[datetime, datetime, int] | None
     ) -> None:
-        if self.is_leader and self.epoch is not None and not self._gaining:
+        if self._gaining:
+            self._held_back.append((slot, status, missed))
+            return
+        if self.is_leader and self.epoch is not None:
             message = (
                 _missed_message(*missed)
                 if missed
@@ -473,8 +487,11 @@ class Daemon:
 
     async def _fire(self) -> None:
         slot = self._submitted.popleft() if self._submitted else None
-        if slot is None or not self.is_leader or self.epoch is None or self._gaining:
-            return  # a follower, or taking over: _on_gain accounts for this slot
+        if slot is not None and self._gaining:  # _on_gain accounts for it, or records it
+            self._held_back.append((slot, RunStatus.SKIPPED_OVERLAP, None))
+            return
+        if slot is None or not self.is_leader or self.epoch is None:
+            return  # a follower
         epoch = self.epoch
         if self._busy:
             await self._record(
