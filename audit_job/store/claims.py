@@ -3,7 +3,7 @@
 A claim is one `audit_claim` row, `[first_id, last_id]` of the run's `session_check` ids,
 held by one worker; a pending row belongs to the worker whose range covers it. Claiming
 writes one small row per claim instead of marking every claimed check (on PostgreSQL each
-mark was a new version of the row in every index: 40 % of the database's work per check).
+mark was a new version of the row in every index: ~30 % of the database's work per check).
 
 The rules, each claim a transaction that first locks the run's row (one claimer per run at
 a time; claims come a few times a second):
@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import and_, delete, exists, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, exists, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from audit_job.models import CheckStatus
@@ -42,7 +42,15 @@ async def claim(
     """Up to about `limit` pending rows for `worker_id` (a taken-over range is returned
     whole, so one claim may exceed `limit` by less than one range)."""
     await conn.execute(select(audit_run.c.id).where(audit_run.c.id == run_id).with_for_update())
-    rows = await _take_over(conn, run_id, worker_id, cutoff, dead_here, limit)
+    live = select(audit_worker.c.worker_id).where(
+        audit_worker.c.run_id == run_id, audit_worker.c.heartbeat_at > cutoff
+    )
+    holder = audit_claim.c.worker_id
+    gone = or_(
+        holder.is_(None),
+        and_(holder != worker_id, or_(holder.notin_(live), holder.in_(dead_here))),
+    )
+    rows = await _take_over(conn, run_id, worker_id, gone, limit)
     if rows:
         return rows
     highest = (
@@ -61,21 +69,8 @@ async def claim(
 
 
 async def _take_over(
-    conn: AsyncConnection,
-    run_id: int,
-    worker_id: str,
-    cutoff: datetime,
-    dead_here: Sequence[str],
-    limit: int,
+    conn: AsyncConnection, run_id: int, worker_id: str, gone: ColumnElement[bool], limit: int
 ) -> Rows:
-    live = select(audit_worker.c.worker_id).where(
-        audit_worker.c.run_id == run_id, audit_worker.c.heartbeat_at > cutoff
-    )
-    holder = audit_claim.c.worker_id
-    gone = or_(
-        holder.is_(None),
-        and_(holder != worker_id, or_(holder.notin_(live), holder.in_(dead_here))),
-    )
     ranges = await conn.execute(
         select(audit_claim.c.id, audit_claim.c.first_id, audit_claim.c.last_id)
         .where(audit_claim.c.run_id == run_id, gone)

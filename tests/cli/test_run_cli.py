@@ -425,6 +425,19 @@ async def test_dry_run_counts_without_calling_the_api_or_creating_a_run(
     assert await run_rows(db_url) == []
 
 
+async def owner_and_worker(
+    db_url: str, tmp_path: Path, cli: Cli, emu: Emulator
+) -> tuple[Proc, Proc, int]:
+    """A run under way, and a worker started to join it: (owner, worker, run id)."""
+    # A modest rate stretches the run over a few seconds and keeps claims small (they
+    # scale with the rate), so rows are still unclaimed when the worker arrives.
+    cfg = config(tmp_path / "audit-job.toml", db_url, emu.url, concurrency=4, rate_per_second=40)
+    owner = await cli.start("--config", cfg, "run", "--no-progress", "--json")
+    run_id = await started_run(db_url, owner, min_final=1)
+    worker = await cli.start("--config", cfg, "worker", "--run", str(run_id), "--json")
+    return owner, worker, run_id
+
+
 @only_pg
 @pytest.mark.timeout(60)
 async def test_a_worker_joins_a_live_run_and_no_pair_is_asked_twice(
@@ -433,14 +446,7 @@ async def test_a_worker_joins_a_live_run_and_no_pair_is_asked_twice(
     pairs = sample_pairs(400)
     await seed_targets(db_url, pairs)
     async with Emulator(EmulatorOptions(seed=SEED, delay_ms=20)) as emu:
-        # A modest rate stretches the run over a few seconds and keeps claims small (they
-        # scale with the rate), so rows are still unclaimed when the worker arrives.
-        cfg = config(
-            tmp_path / "audit-job.toml", db_url, emu.url, concurrency=4, rate_per_second=40
-        )
-        owner = await cli.start("--config", cfg, "run", "--no-progress", "--json")
-        run_id = await started_run(db_url, owner, min_final=1)
-        worker = await cli.start("--config", cfg, "worker", "--run", str(run_id), "--json")
+        owner, worker, run_id = await owner_and_worker(db_url, tmp_path, cli, emu)
         assert await worker.wait() == 0, worker.stderr
         assert await owner.wait() == 0, owner.stderr
         seen = asked(emu)
@@ -462,12 +468,7 @@ async def test_a_killed_workers_rows_are_taken_over_and_every_pair_ends_once(
     pairs = sample_pairs(300)
     await seed_targets(db_url, pairs)
     async with Emulator(EmulatorOptions(seed=SEED, delay_ms=20)) as emu:
-        cfg = config(
-            tmp_path / "audit-job.toml", db_url, emu.url, concurrency=4, rate_per_second=40
-        )
-        owner = await cli.start("--config", cfg, "run", "--no-progress", "--json")
-        run_id = await started_run(db_url, owner, min_final=1)
-        worker = await cli.start("--config", cfg, "worker", "--run", str(run_id), "--json")
+        owner, worker, run_id = await owner_and_worker(db_url, tmp_path, cli, emu)
 
         async def worker_holds_rows() -> bool:
             holders = await fetch(
