@@ -509,7 +509,7 @@ def scenario_throughput(
 
     ratios: dict[str, Any] = {}
 
-    def ratio(a: str, b: str, goal: float | None) -> None:
+    def ratio(a: str, b: str, goal: float | None, note: str = "") -> None:
         rounds_ = per_round(a, b)
         value = statistics.median(rounds_)
         best = max(series[a].checks_per_second) / max(series[b].checks_per_second)
@@ -520,7 +520,12 @@ def scenario_throughput(
             print(f"    {a} / {short_b}: {value:.2f}x {spread}")
         else:
             report.target(
-                "throughput", f"{a} vs {short_b}", value, f">= {goal:g}x", value >= goal, spread
+                "throughput",
+                f"{a} vs {short_b}{note}",
+                value,
+                f">= {goal:g}x",
+                value >= goal,
+                spread,
             )
 
     print("  ratios (median of the per-round ratios):")
@@ -532,9 +537,10 @@ def scenario_throughput(
     # Like for like, the same event loop on both sides (stricter: the loop gains more from
     # uvloop than the tool, whose database work it does not speed up).
     ratio("audit-job run, SQLite (asyncio)", "loop (asyncio)", 0.9)
-    ratio("audit-job run, SQLite (uvloop)", "loop (uvloop)", 0.9)
+    stricter = " (stricter than the issue's target)"
+    ratio("audit-job run, SQLite (uvloop)", "loop (uvloop)", 0.9, stricter)
     if "audit-job run, PostgreSQL (uvloop)" in m:
-        ratio("audit-job run, PostgreSQL (uvloop)", "loop (uvloop)", 0.9)
+        ratio("audit-job run, PostgreSQL (uvloop)", "loop (uvloop)", 0.9, stricter)
     # Against the official SDK.
     ratio("audit-job run, SQLite (uvloop)", sdk_label, 7)
     if "audit-job run, PostgreSQL (uvloop)" in m:
