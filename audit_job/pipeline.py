@@ -149,7 +149,7 @@ class Pipeline:
         self._buffer: list[tuple[int, str, str, CheckResult]] = []
         self._flush_now = asyncio.Event()
         self._room = asyncio.Event()
-        self._after_id = 0  # keyset position of the claims (used where rows are not marked)
+        self._after_id = 0  # keyset position of the claims (SQLite: one worker, no claims stored)
         self._low_water = settings.concurrency  # claim again when the queue is this short
         self._drained = asyncio.Event()
         self._drained.set()

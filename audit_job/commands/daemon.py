@@ -76,9 +76,10 @@ def norm(slot: datetime) -> datetime:
     return datetime.fromtimestamp(round(slot.timestamp(), 3), UTC)
 
 
-def slots_between(
-    trigger: BaseTrigger, after: datetime, until: datetime
-) -> tuple[datetime, datetime, int] | None:
+Gap = tuple[datetime, datetime, int]  # (first, last, count) of consecutive slots
+
+
+def slots_between(trigger: BaseTrigger, after: datetime, until: datetime) -> Gap | None:
     """(first, last, count) of the trigger's slots in (after, until], or None."""
     if isinstance(trigger, IntervalTrigger):
         step = trigger.interval_length
@@ -118,8 +119,7 @@ class Daemon:
         self._gaining = False
         # Slots that fired while _on_gain was accounting: the ones after what it accounted
         # for are recorded when it is done (a slot firing during its commit was lost).
-        self._held_back: list[tuple[datetime, RunStatus, tuple[datetime, datetime, int] | None]]
-        self._held_back = []
+        self._held_back: list[tuple[datetime, RunStatus, Gap | None]] = []
         self._idle = asyncio.Event()  # set whenever _busy is None
         self._idle.set()
         self._run_task: asyncio.Task[RunSummary] | None = None
@@ -441,9 +441,7 @@ class Daemon:
         else:
             self._account(slot, RunStatus.SKIPPED_OVERLAP, None)
 
-    def _account(
-        self, slot: datetime, status: RunStatus, missed: tuple[datetime, datetime, int] | None
-    ) -> None:
+    def _account(self, slot: datetime, status: RunStatus, missed: Gap | None) -> None:
         if self._gaining:
             self._held_back.append((slot, status, missed))
             return
@@ -461,7 +459,7 @@ class Daemon:
         slot: datetime,
         status: RunStatus,
         message: str,
-        missed: tuple[datetime, datetime, int] | None,
+        missed: Gap | None,
     ) -> None:
         assert self.engine is not None
         try:

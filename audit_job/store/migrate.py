@@ -7,10 +7,11 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from audit_job.store import schema
 
 
 def _alembic_config() -> Config:
@@ -34,13 +35,7 @@ async def downgrade(engine: AsyncEngine, revision: str) -> str | None:
     return await _with_connection(engine, lambda cfg: command.downgrade(cfg, revision))
 
 
-async def current(engine: AsyncEngine) -> str | None:
-    async with engine.connect() as conn:
-        return await conn.run_sync(_current_revision)
-
-
-def _current_revision(connection: Connection) -> str | None:
-    return MigrationContext.configure(connection).get_current_revision()
+current = schema.current_revision
 
 
 async def _with_connection(engine: AsyncEngine, action) -> str | None:  # type: ignore[no-untyped-def]
@@ -49,7 +44,7 @@ async def _with_connection(engine: AsyncEngine, action) -> str | None:  # type: 
     def run(connection: Connection) -> str | None:
         cfg.attributes["connection"] = connection
         action(cfg)
-        return _current_revision(connection)
+        return schema.read_revision(connection)
 
     async with engine.begin() as conn:
         return await conn.run_sync(run)

@@ -17,7 +17,8 @@ HEAD_REVISION = "0005"
 VERSION_TABLE = "alembic_version"
 
 
-def _revision(connection: Connection) -> str | None:
+def read_revision(connection: Connection) -> str | None:
+    """The revision stamped in the database, or None before the first upgrade."""
     if not inspect(connection).has_table(VERSION_TABLE):
         return None
     return connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
@@ -25,7 +26,7 @@ def _revision(connection: Connection) -> str | None:
 
 async def current_revision(engine: AsyncEngine) -> str | None:
     async with engine.connect() as conn:
-        return await conn.run_sync(_revision)
+        return await conn.run_sync(read_revision)
 
 
 async def require_current(engine: AsyncEngine) -> None:
