@@ -38,7 +38,8 @@ CHECK_PATH = "/api/v3/check-session-status"
 
 
 def pair_at(n: int) -> tuple[str, str]:
-    """The n-th benchmark pair; run.py imports the same pairs into the tool's database."""
+    """The n-th benchmark pair; the scenarios import the same pairs into the tool's database
+    (benchmarks/harness/tool.py)."""
     return f"app-{n % 50:02d}", f"user-{n:09d}@example.com"
 
 
