@@ -1,4 +1,4 @@
-"""`make bench`: audit-job against the raw aiohttp ceiling and the official SDK (issue 7).
+"""`make bench`: audit-job against the raw aiohttp ceiling, the official SDK, and its targets.
 
     .venv/bin/python benchmarks/run.py [--quick] [--rounds 5] [--no-pg] [--no-install]
                                        [--million-seconds 60] [--skip SCENARIO ...]
