@@ -315,3 +315,17 @@ class InFlightGate:
         self._wake()
         if self._waiters:
             self._arm_timer()
+
+
+def gate_for(
+    concurrency: int | None,
+    *,
+    max_concurrency: int = MAX_LIMIT,
+    rate: Callable[[], float],
+    clock: Callable[[], float] = time.monotonic,
+) -> InFlightGate:
+    """The gate for `[audit] concurrency`: pinned to an integer, or adaptive (None, for
+    "auto") within 1..max_concurrency, following `rate` (the limiter's `pace`)."""
+    if concurrency is not None:
+        return InFlightGate(concurrency, clock=clock)
+    return InFlightGate(rule=AdaptiveConcurrency(max_limit=max_concurrency), rate=rate, clock=clock)

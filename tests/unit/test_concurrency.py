@@ -14,6 +14,7 @@ from audit_job.concurrency import (
     INTERVAL_SAMPLES,
     AdaptiveConcurrency,
     InFlightGate,
+    gate_for,
 )
 
 T0 = 1000.0
@@ -319,3 +320,22 @@ def test_gate_settings_are_checked() -> None:
         InFlightGate(rule=AdaptiveConcurrency())
     with pytest.raises(ValueError, match="limit"):
         InFlightGate(4).set_limit(0)
+
+
+def test_gate_for_a_pinned_concurrency() -> None:
+    pinned = gate_for(3, rate=lambda: 1000.0)
+    assert [pinned.try_acquire() for _ in range(4)] == [True, True, True, False]
+
+
+def test_gate_for_auto_is_bounded_by_max_concurrency() -> None:
+    async def scenario() -> int:
+        loop = asyncio.get_running_loop()
+        gate = gate_for(None, max_concurrency=8, rate=lambda: 1000.0, clock=loop.time)
+        assert gate.try_acquire()
+        await asyncio.sleep(1.0)  # out for a second at 1,000/s: 1,100 would be needed
+        taken = 1
+        while gate.try_acquire():
+            taken += 1
+        return taken
+
+    assert run_virtual(scenario()) == 8
