@@ -36,6 +36,22 @@ where the server pushed back. Below `fast_recovery_until` (97 %) of it the rate 
 fast fraction, then probes on at the slow one. A client sharing a quota, or set exactly at the
 server's limit, then spends little time far below the limit after each 429, instead of
 crawling back from 70 % every time; the slow probe still finds a limit that was raised.
+
+One-step convergence (optional, `settle_fraction`; `converging()`): beyond strays the rate
+does not shrink by a guessed factor; it moves at once to sending `settle_fraction` (97 %) of
+what the server let through (convergence.py: the rule, the delivery measure, when to probe
+again), as TCP BBR sets its rate to the bottleneck's delivery rate. The client reports each
+answer that was not a throttle (`on_success`, one addition) and each throttle's send time:
+a throttle of a request sent before the last step says nothing of the rate since, and is
+not counted; throttles inside `decrease_interval_seconds` count towards the next step. The
+stray rule still decides whether to step at all, and the window guard still bounds every
+second. `server_bounded` holds from a step until the rate is back at the cap;
+`settled_rate` is the last precise step's rate (or a warm start's, `initial_rate`): what a
+later run starts from (store/learned_rate.py).
+
+Rate-limit headers (`on_rate_limit`): when the server says how much of its quota is left
+(ratelimit_headers.py), the rate is held to the remaining budget over the time to its reset,
+until that reset, never above the cap; a budget of 0 holds every request until the reset.
 """
 
 from __future__ import annotations
@@ -46,7 +62,8 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 
-WINDOW_SECONDS = 1.0
+from audit_job.convergence import WINDOW_SECONDS, Convergence
+
 # The guard counts releases over a slightly longer window, so that up to this much jitter
 # between our clock and the server's arrival times cannot slip an extra request into one of
 # the server's 1-second windows. 2 ms was too little on a loaded 2-core host: scheduling
@@ -82,6 +99,10 @@ class AdaptiveRateLimiter:
         fast_recovery_until: float = 0.97,
         min_throttles: int = 1,
         throttle_share: float = 0.0,
+        settle_fraction: float | None = None,
+        probe_fraction: float = 0.01,
+        probe_after_seconds: float = 0.0,
+        initial_rate: float | None = None,
     ) -> None:
         _check_rate("rate_per_second", rate_per_second)
         _check_rate("min_rate", min_rate)
@@ -103,6 +124,16 @@ class AdaptiveRateLimiter:
             raise ValueError(f"throttle_share must be in [0, 1), got {throttle_share!r}")
         if decrease_interval_seconds < 0 or recovery_delay_seconds < 0:
             raise ValueError("decrease_interval_seconds and recovery_delay_seconds must be >= 0")
+        if settle_fraction is not None and not 0 < settle_fraction < 1:
+            raise ValueError(f"settle_fraction must be in (0, 1), got {settle_fraction!r}")
+        if not (probe_fraction > 0 and math.isfinite(probe_fraction)):
+            raise ValueError(f"probe_fraction must be > 0, got {probe_fraction!r}")
+        if not (probe_after_seconds >= 0 and math.isfinite(probe_after_seconds)):
+            raise ValueError(f"probe_after_seconds must be >= 0, got {probe_after_seconds!r}")
+        if initial_rate is not None:
+            _check_rate("initial_rate", initial_rate)
+            if settle_fraction is None:
+                raise ValueError("initial_rate needs settle_fraction (a warm start converges)")
         self._clock = clock
         self._sleep = sleep
         self._burst = burst
@@ -122,7 +153,25 @@ class AdaptiveRateLimiter:
         self._tat = -math.inf
         self._last_decrease_at = -math.inf
         self._rate_updated_at = -math.inf
+        self._hold_until = -math.inf  # no climb before this (recovery delay after a cut)
         self._released: deque[float] = deque(maxlen=_window_quota(rate_per_second))
+        self._convergence: Convergence | None = None
+        if settle_fraction is not None:
+            self._convergence = Convergence(
+                settle_fraction,
+                probe_fraction=probe_fraction,
+                probe_after_seconds=probe_after_seconds,
+                pacing_margin=PACING_MARGIN,
+            )
+        self._hint_rate = math.inf  # from rate-limit headers, until _hint_until
+        self._hint_until = -math.inf
+        if initial_rate is not None and initial_rate < rate_per_second:
+            now = clock()
+            self._rate = initial_rate
+            self._rate_updated_at = now
+            self._hold_until = now + max(recovery_delay_seconds, probe_after_seconds)
+            assert self._convergence is not None
+            self._convergence.settle_at(initial_rate, precise=True)
 
     @classmethod
     def for_run(cls, rate_per_second: float) -> AdaptiveRateLimiter:
@@ -143,6 +192,37 @@ class AdaptiveRateLimiter:
             throttle_share=0.02,
         )
 
+    @classmethod
+    def converging(
+        cls,
+        rate_per_second: float,
+        *,
+        initial_rate: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    ) -> AdaptiveRateLimiter:
+        """One-step convergence, for a client that reports every answer let through
+        (`on_success`) and each throttle's send time (`on_throttle(sent_at)`): step only
+        beyond strays (3, and 2 % of the rate, within a second), to sending 97 % of what
+        the server let through (10 % down while too few answers tell); probe upwards at
+        1 % of that per second after 0.5 s, or after 30 s when a precise step shows the
+        server bounds the rate (tests/unit/test_adaptive_simulation.py shows the targets).
+        `initial_rate`: the rate learned by an earlier run (store/learned_rate.py)."""
+        return cls(
+            rate_per_second,
+            decrease_factor=0.9,
+            decrease_interval_seconds=0.25,
+            recovery_delay_seconds=0.5,
+            min_throttles=3,
+            throttle_share=0.02,
+            settle_fraction=0.97,
+            probe_fraction=0.01,
+            probe_after_seconds=30.0,
+            initial_rate=initial_rate,
+            clock=clock,
+            sleep=sleep,
+        )
+
     @property
     def cap(self) -> float:
         """The configured ceiling, requests per second."""
@@ -151,13 +231,41 @@ class AdaptiveRateLimiter:
     @property
     def current_rate(self) -> float:
         """The rate now in force (<= cap), requests per second; for metrics."""
-        return self._recover(self._clock())
+        return self._in_force(self._clock())
+
+    @property
+    def pace(self) -> float:
+        """Requests per second actually let out at most: the rate under the pacing margin
+        (what Little's law multiplies by the latency, audit_job/concurrency.py)."""
+        return self._in_force(self._clock()) / PACING_MARGIN
+
+    @property
+    def server_bounded(self) -> bool:
+        """Whether the server's throttling holds the rate below the cap (convergence mode)."""
+        self._recover(self._clock())
+        return self._convergence is not None and self._convergence.bounded
+
+    @property
+    def settled_rate(self) -> float | None:
+        """The rate the last precisely measured step (or a warm start) set; None before
+        any: what a later run may start from."""
+        return self._convergence.settled if self._convergence is not None else None
+
+    def delivered_rate(self) -> float | None:
+        """Answers the server let through per second over the last second (None with too
+        few, or before a whole second went by); for the run's summary and metrics."""
+        if self._convergence is None:
+            return None
+        delivered = self._convergence.meter.rate(self._clock(), since_throttling=False)
+        return None if delivered is None else delivered[0]
 
     def try_acquire(self) -> bool:
         """Take a slot if one is free right now (True); otherwise change nothing (False).
         The hot path's way in: no coroutine is made when there is nothing to wait for."""
         now = self._clock()
-        interval = PACING_MARGIN / self._recover(now)
+        if self._convergence is not None:
+            self._convergence.meter.mark(now)
+        interval = PACING_MARGIN / self._in_force(now)
         tat = self._tat
         if tat - (self._burst - 1) * interval - now > _SLOT_EPSILON_SECONDS:
             return False
@@ -173,7 +281,7 @@ class AdaptiveRateLimiter:
         if self.try_acquire():
             return
         now = self._clock()
-        interval = PACING_MARGIN / self._recover(now)
+        interval = PACING_MARGIN / self._in_force(now)
         tat = self._tat
         slot = max(now, tat - (self._burst - 1) * interval)
         self._tat = max(tat, now) + interval
@@ -188,29 +296,73 @@ class AdaptiveRateLimiter:
                 return
             await self._sleep(released[0] + _GUARD_WINDOW - now + _GUARD_EPSILON_SECONDS)
 
-    def on_throttle(self) -> bool:
-        """Report a throttle answer; True when it lowered the rate (once per interval)."""
+    def on_throttle(self, sent_at: float | None = None) -> bool:
+        """Report a throttle answer; True when it lowered the rate (once per interval).
+
+        `sent_at`: when the request went out, on this limiter's clock. In convergence mode
+        a throttle of a request sent before the last step says nothing about the rate in
+        force since, so it only counts as throttling (for the delivery measure), and a
+        later step measures what came through from this step on (the server was full on
+        both sides of it, so no answer of a fuller or emptier time is mixed in)."""
         now = self._clock()
         rate = self._recover(now)
-        if now - self._last_decrease_at < self._decrease_interval:
-            return False
+        convergence = self._convergence
+        if convergence is not None:
+            convergence.meter.throttled(now)
+            if sent_at is not None and sent_at < self._last_decrease_at:
+                return False
         recent = self._recent_throttles
+        if now - self._last_decrease_at < self._decrease_interval:
+            # Classic mode: a volley after a cut counts once. Convergence mode counts it
+            # towards the next step (a step already taken is not repeated).
+            if convergence is not None:
+                recent.append(now)
+            return False
         recent.append(now)
         while now - recent[0] > WINDOW_SECONDS:
             recent.popleft()
         needed = max(self._min_throttles, math.ceil(self._throttle_share * rate))
         if len(recent) < needed:
             return False  # stray throttles (jitter at the limit) are not a lower limit
+        new_rate, hold, precise = rate * self._decrease_factor, 0.0, False
+        if convergence is not None:
+            step = convergence.step(now, rate)
+            if step is None:
+                return False  # already there: these answers were sent before the last step
+            if step[0] > 0:
+                new_rate, hold, precise = step
         recent.clear()
         self._ceiling = rate
-        self._rate = max(self._min_rate, rate * self._decrease_factor)
+        self._rate = max(self._min_rate, new_rate)
         self._last_decrease_at = now
         self._rate_updated_at = now
+        self._hold_until = now + max(self._recovery_delay, hold)
+        if convergence is not None:
+            convergence.settle_at(self._rate, precise)
+            if sent_at is not None:
+                convergence.meter.restart(now)  # the server is full on both sides of now
         return True
 
     def on_success(self) -> None:
-        """Optional: recovery is time-based; this only applies what has accrued so far."""
-        self._recover(self._clock())
+        """Report an answer the server let through (anything but a throttle): the delivery
+        count the convergence step measures. O(1): one addition, no clock read."""
+        if self._convergence is not None:
+            self._convergence.meter.accepted += 1
+
+    def on_rate_limit(self, remaining: float, reset_seconds: float) -> None:
+        """The server's own word (RateLimit / X-RateLimit headers): `remaining` requests
+        until its quota resets in `reset_seconds`. Until then the rate is at most
+        remaining / reset (never above the cap); with nothing remaining, no slot is given
+        before the reset."""
+        if not (math.isfinite(remaining) and math.isfinite(reset_seconds)) or reset_seconds <= 0:
+            return
+        now = self._clock()
+        self._hint_until = now + reset_seconds
+        if remaining < 1:
+            self._hint_rate = math.inf
+            self._tat = max(self._tat, self._hint_until)
+            return
+        self._hint_rate = max(self._min_rate, remaining / reset_seconds)
 
     def set_cap(self, rate_per_second: float) -> None:
         """Change the configured ceiling at runtime (e.g. a budget shared by processes).
@@ -223,6 +375,8 @@ class AdaptiveRateLimiter:
         self._cap = rate_per_second
         if self._rate >= rate_per_second:
             self._rate = rate_per_second
+            if self._convergence is not None:
+                self._convergence.bounded = False  # the cap holds the rate now, not the server
         self._rate_updated_at = now
         self._released = deque(self._released, maxlen=_window_quota(rate_per_second))
 
@@ -230,13 +384,27 @@ class AdaptiveRateLimiter:
     def _min_rate(self) -> float:
         return min(self._min_rate_setting, self._cap)
 
+    def _in_force(self, now: float) -> float:
+        rate = self._recover(now)
+        if now < self._hint_until and self._hint_rate < rate:
+            return self._hint_rate
+        return rate
+
     def _recover(self, now: float) -> float:
         """Apply the climb due since the last update; return the current rate."""
         rate = self._rate
         if rate < self._cap:
-            start = max(self._rate_updated_at, self._last_decrease_at + self._recovery_delay)
+            start = max(self._rate_updated_at, self._hold_until)
             if now > start:
                 elapsed = now - start
+                convergence = self._convergence
+                if convergence is not None:
+                    rate = min(self._cap, rate + convergence.probe_per_second * elapsed)
+                    if rate >= self._cap:
+                        convergence.bounded = False
+                    self._rate = rate
+                    self._rate_updated_at = now
+                    return rate
                 if self._fast_fraction is not None:
                     knee = min(self._cap, self._ceiling * self._fast_until)
                     if rate < knee:

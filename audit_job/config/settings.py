@@ -76,7 +76,13 @@ class AuthingSettings(BaseModel):
 class AuditSettings(BaseModel):
     model_config = STRICT
     concurrency: int = Field(16, ge=1, le=4096)
+    # The bound of the adaptive in-flight limit (audit_job/concurrency.py).
+    max_concurrency: int = Field(256, ge=1, le=4096)
     rate_per_second: float = Field(20, gt=0, le=1_000_000)
+    # Start from the rate learned in earlier runs against the same host and key
+    # (store/learned_rate.py), if no older than learned_rate_days.
+    use_learned_rate: bool = True
+    learned_rate_days: float = Field(7, gt=0, le=3650)
     max_attempts: int = Field(5, ge=1, le=100)
     batch_size: int = Field(500, ge=1, le=100_000)
     heartbeat_seconds: float = Field(5, gt=0, le=3600)

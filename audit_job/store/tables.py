@@ -7,6 +7,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
+    Double,
     ForeignKey,
     Index,
     Integer,
@@ -24,6 +25,8 @@ from audit_job.store.types import BigId, UtcDateTime
 ID_LENGTH = 255  # app and user ids; bounded so the schema ports to MySQL/MariaDB
 MESSAGE_LENGTH = 512
 REQUEST_ID_LENGTH = 128
+HOST_LENGTH = 255
+KEY_ID_LENGTH = 128  # with the host, under MySQL's 3072-byte key limit in utf8mb4
 
 metadata = MetaData(
     naming_convention={
@@ -151,4 +154,19 @@ leader_lease = Table(
     Column("epoch", BigId, nullable=False),
     Column("expires_at", UtcDateTime),
     Column("renewed_at", UtcDateTime),
+)
+
+# The rate a server was seen to sustain, per Authing host and access key id (never the
+# secret), so that the next run starts there instead of finding the limit again by its 429s
+# (store/learned_rate.py).
+learned_rate = Table(
+    "learned_rate",
+    metadata,
+    Column("host", String(HOST_LENGTH), nullable=False),
+    Column("access_key_id", String(KEY_ID_LENGTH), nullable=False),
+    Column("rate_per_second", Double, nullable=False),
+    Column("server_bounded", Boolean, nullable=False),
+    Column("configured_rate_per_second", Double, nullable=False),
+    Column("learned_at", UtcDateTime, nullable=False),
+    PrimaryKeyConstraint("host", "access_key_id"),
 )

@@ -1,0 +1,37 @@
+"""The rate each server was seen to sustain, kept across runs (learned_rate).
+
+Revision ID: 0007
+Revises: 0005
+Create Date: 2026-12-03
+
+One row per Authing host and access key id (never the secret): the rate the run settled at,
+whether the server's throttling bounded it, the configured rate it was learned under, and
+when. A new run starts there (store/learned_rate.py). A new table only: nothing else moves.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0007"
+down_revision = "0005"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "learned_rate",
+        sa.Column("host", sa.String(255), nullable=False),
+        sa.Column("access_key_id", sa.String(128), nullable=False),
+        sa.Column("rate_per_second", sa.Double(), nullable=False),
+        sa.Column("server_bounded", sa.Boolean(), nullable=False),
+        sa.Column("configured_rate_per_second", sa.Double(), nullable=False),
+        sa.Column("learned_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("host", "access_key_id", name="pk_learned_rate"),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("learned_rate")
