@@ -1,13 +1,18 @@
-"""The request gate: what a gateway in front of Authing might do before an endpoint answers.
+"""The request gate: what a gateway and a busy server do before an endpoint answers.
 
-In order: throttle (the shared token bucket; HTTP 429 + Retry-After), the configured delay,
-then one fault drawn from the seeded RNG (kinds exclude each other, FAULT_KINDS order).
+In order: throttle (one token bucket for every API endpoint; HTTP 429 + Retry-After), wait
+for one of `capacity` service slots (arrival order; 0 = no cap), the service time (delay_ms
+plus up to jitter_ms) holding the slot, then one fault drawn from the seeded RNG (kinds
+exclude each other, FAULT_KINDS order). With a capacity, latency grows with load as a real
+server's does: a request waits for the ones ahead of it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+import time
+from collections import deque
 from collections.abc import Callable
 
 from aiohttp import web
@@ -33,16 +38,29 @@ class Gate:
         self.rng = rng
         self.bucket = TokenBucket()
         self._closing = closing
+        self.slots = Slots(stats)
 
-    async def admit(self, request: web.Request, *, faults: bool) -> web.StreamResponse | None:
-        """None when the request may go on to its endpoint, else the answer to send instead."""
+    def throttle(self, request: web.Request) -> web.Response | None:
+        """The 429 answer when the bucket is empty, else None (a token was taken)."""
         options = self._options()
         wait = self.bucket.take(options.rate, options.burst)
         if wait > 0:
             return self._throttled(request, options, wait)
-        if options.delay_ms > 0 or options.jitter_ms > 0:
-            extra = self.rng.uniform(0, options.jitter_ms) if options.jitter_ms > 0 else 0.0
-            await asyncio.sleep((options.delay_ms + extra) / 1000.0)
+        return None
+
+    def limit_headers(self) -> dict[str, str] | None:
+        """Rate-limit headers for the answer of the request throttle() just saw, if enabled."""
+        options = self._options()
+        style = options.rate_limit_headers
+        if style == "off":
+            return None
+        return self.bucket.limit_headers(options.rate, options.burst, style, time.time())
+
+    async def serve(self, request: web.Request, *, faults: bool) -> web.StreamResponse | None:
+        """Queue, service time, fault: None when the endpoint may answer, else the answer."""
+        options = self._options()
+        if options.delay_ms > 0 or options.jitter_ms > 0 or options.capacity > 0:
+            await self._service(options)
         if not faults:
             return None
         kind = self._draw_fault(options)
@@ -51,6 +69,16 @@ class Gate:
         self._stats.faults[kind] += 1
         self._stats.answers["fault"] += 1
         return await self._fault(kind, request, options)
+
+    async def _service(self, options: EmulatorOptions) -> None:
+        await self.slots.acquire(options.capacity)
+        try:
+            extra = self.rng.uniform(0, options.jitter_ms) if options.jitter_ms > 0 else 0.0
+            seconds = (options.delay_ms + extra) / 1000.0
+            if seconds > 0:
+                await asyncio.sleep(seconds)
+        finally:
+            self.slots.release(self._options().capacity)
 
     def _throttled(
         self, request: web.Request, options: EmulatorOptions, wait: float
@@ -112,3 +140,48 @@ class Gate:
         return envelopes.error(
             500, 1000, "系统繁忙，请稍后再试", "The system is busy", english(request)
         )
+
+
+class Slots:
+    """`capacity` service slots handed out in arrival order (0 = as many as asked for)."""
+
+    def __init__(self, stats: Stats) -> None:
+        self._stats = stats
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._serving = 0
+
+    async def acquire(self, capacity: int) -> None:
+        if not self._waiters and (capacity <= 0 or self._serving < capacity):
+            self._take()
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        self._stats.enqueue()
+        try:
+            await waiter  # the releaser took the slot on our behalf
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release(capacity)  # handed a slot just as the client gave up
+            else:
+                try:
+                    self._waiters.remove(waiter)
+                except ValueError:
+                    pass  # a release already dropped it (and counted it)
+                else:
+                    self._stats.dequeue()
+            raise
+
+    def release(self, capacity: int) -> None:
+        self._serving -= 1
+        self._stats.served()
+        # Hand free slots to the oldest waiters; a raised capacity wakes several at once.
+        while self._waiters and (capacity <= 0 or self._serving < capacity):
+            waiter = self._waiters.popleft()
+            self._stats.dequeue()
+            if not waiter.done():
+                self._take()
+                waiter.set_result(None)
+
+    def _take(self) -> None:
+        self._serving += 1
+        self._stats.serve()

@@ -16,12 +16,14 @@ from typing import Any
 from aiohttp import web
 
 from audit_job.emulator.auth import Authenticator, TokenBook
-from audit_job.emulator.endpoints import control, sessions, tokens
+from audit_job.emulator.directory import Directory
+from audit_job.emulator.endpoints import applications, control, sessions, tokens, users
 from audit_job.emulator.envelopes import Envelopes
 from audit_job.emulator.gate import Gate
 from audit_job.emulator.options import EmulatorOptions, updated
 from audit_job.emulator.stats import Stats
-from audit_job.emulator.truth import Verdict, load_truth_file, verdict
+from audit_job.emulator.truth import Verdict
+from audit_job.emulator.world import World
 
 TOKEN_PATH = tokens.TOKEN_PATH
 
@@ -43,9 +45,7 @@ class Emulator:
             random.Random(self.options.seed),
             self._closing,
         )
-        self._truth_path: str | None = None
-        self._truth_table: dict[tuple[str, str], Verdict] = {}
-        self._load_truth()
+        self.world = World(lambda: self.options)
         self._runner: web.AppRunner | None = None
         self.url = ""
         self.app = self._make_app()
@@ -97,42 +97,58 @@ class Emulator:
             self.gate.rng.seed(new.seed)
         if "rate" in changes or "burst" in changes:
             self.gate.bucket.refill()
-        self.options = new
-        self._load_truth()
+        old, self.options = self.options, new
+        self.world.reconfigured(old, new)
         return new
 
     def stats(self) -> dict[str, Any]:
-        return self.counters.snapshot()
+        snapshot = self.counters.snapshot()
+        snapshot["kicked_pairs"] = self.world.kicked_pairs()  # state: survives reset_stats
+        return snapshot
 
     def reset_stats(self) -> None:
         self.counters.reset()
 
     def verdict(self, app_id: str, user_id: str) -> Verdict:
-        """What this emulator, as configured now, answers for the pair."""
-        options = self.options
-        if options.truth_file != self._truth_path:
-            self._load_truth()
-        return verdict(
-            app_id,
-            user_id,
-            options.seed,
-            active_share=options.active_share,
-            missing_prefix=options.missing_prefix,
-            table=self._truth_table,
-        )
+        """What this emulator, as configured now, answers for the pair (rules: world.py)."""
+        return self.world.verdict(app_id, user_id)
+
+    # -- the directory at runtime (also POST /__directory/...) --------------------------------
+
+    @property
+    def directory(self) -> Directory:
+        return self.world.directory
+
+    def remove_users(self, user_ids: list[str]) -> list[str]:
+        """Users gone from now on (user not found everywhere); returns those newly removed."""
+        return self.world.remove_users(list(user_ids))
+
+    def add_users(self, count: int) -> list[str]:
+        """`count` more generated directory users; returns their ids."""
+        if type(count) is not int or count < 0:
+            raise ValueError(f"count: must be an integer >= 0, got {count!r}")
+        return self.world.add_users(count)
+
+    def remove_apps(self, app_ids: list[str]) -> list[str]:
+        return self.world.remove_apps(list(app_ids))
+
+    def disable_apps(self, app_ids: list[str]) -> list[str]:
+        return self.world.disable_apps(list(app_ids))
+
+    def enable_apps(self, app_ids: list[str]) -> list[str]:
+        return self.world.disable_apps(list(app_ids), disabled=False)
+
+    def add_apps(self, entries: list[str]) -> list[str]:
+        """Directory apps (`id` or `id=name`) added; returns the ids that were new."""
+        return self.world.add_apps(list(entries))
 
     def truth(self, app_id: str, user_id: str) -> bool | None:
         found = self.verdict(app_id, user_id)
         return {Verdict.ACTIVE: True, Verdict.INACTIVE: False}.get(found)
 
-    def _load_truth(self) -> None:
-        path = self.options.truth_file
-        self._truth_table = load_truth_file(path) if path else {}
-        self._truth_path = path
-
     def _make_app(self) -> web.Application:
         app = web.Application()
-        for family in (sessions, tokens, control):
+        for family in (sessions, tokens, users, applications, control):
             app.add_routes(family.routes(self))
         return app
 

@@ -24,6 +24,7 @@ def routes(emulator: Emulator) -> list[web.RouteDef]:
 
     def count(params: Params | None) -> None:
         counters.check_requests += 1
+        counters.endpoint("check-session-status")
         if params is not None:
             app_id, user_id = params.get("appId"), params.get("userId")
             if type(app_id) is str and type(user_id) is str:

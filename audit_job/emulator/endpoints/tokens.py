@@ -23,6 +23,7 @@ def routes(emulator: Emulator) -> list[web.RouteDef]:
 
     def count(params: Params | None) -> None:
         counters.token_requests += 1
+        counters.endpoint("get-management-token")
 
     async def answer(params: Params, en: bool) -> web.StreamResponse:
         options = emulator.options
