@@ -43,7 +43,8 @@ async def serve_api(
     """Run one API request through the shared flow; `answer(params, en)` has the last word.
 
     `before` sees the parameters ahead of the gate (to count requests that get throttled);
-    without `authenticate` the endpoint also receives None for a body that is not JSON."""
+    without `authenticate` (the token call) a body that is not JSON reaches the endpoint as
+    `{}`; otherwise it answers 400 before authentication."""
     counters = emulator.counters
     gate = emulator.gate
     arrived_at: float | None = counters.arrive()
