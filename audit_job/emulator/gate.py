@@ -174,7 +174,10 @@ class Slots:
     def release(self, capacity: int) -> None:
         self._serving -= 1
         self._stats.served()
-        # Hand free slots to the oldest waiters; a raised capacity wakes several at once.
+        self.wake(capacity)
+
+    def wake(self, capacity: int) -> None:
+        """Hand free slots to the oldest waiters (several when the capacity was raised)."""
         while self._waiters and (capacity <= 0 or self._serving < capacity):
             waiter = self._waiters.popleft()
             self._stats.dequeue()

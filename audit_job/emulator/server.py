@@ -99,6 +99,8 @@ class Emulator:
             self.gate.bucket.refill()
         old, self.options = self.options, new
         self.world.reconfigured(old, new)
+        if "capacity" in changes:
+            self.gate.slots.wake(new.capacity)
         return new
 
     def stats(self) -> dict[str, Any]:
