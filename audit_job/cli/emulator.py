@@ -7,6 +7,7 @@ The first stdout line is `emulator listening on http://HOST:PORT`, so scripts ca
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 from enum import StrEnum
 from typing import Annotated
@@ -26,6 +27,17 @@ from audit_job.emulator import (
 class ErrorStyle(StrEnum):
     BODY = "body"
     HTTP = "http"
+
+
+class RateLimitHeaders(StrEnum):
+    OFF = "off"
+    IETF = "ietf"
+    X = "x"
+
+
+class KickFailure(StrEnum):
+    FALSE = "false"
+    ERROR = "error"
 
 
 _Probability = Annotated[float, typer.Option(min=0.0, max=1.0)]
@@ -72,8 +84,32 @@ def emulator(
     hang_seconds: Annotated[float, typer.Option(min=0.0)] = 60.0,
     token_ttl: Annotated[int, typer.Option(min=1, help="expires_in of tokens, seconds.")] = 7200,
     date_window_seconds: Annotated[float, typer.Option(min=1.0)] = 900.0,
+    users: Annotated[
+        int, typer.Option(min=0, help="Generated directory users user-000001..; 0 = none.")
+    ] = 0,
+    apps: Annotated[
+        str,
+        typer.Option(help="Directory apps: 'id[=name],...', or a number N for app-001..app-N."),
+    ] = "",
+    login_share: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of (app, user) ever logged in.")
+    ] = 0.3,
+    capacity: Annotated[
+        int, typer.Option(min=0, help="Requests served at once, the rest queue; 0 = no cap.")
+    ] = 0,
+    rate_limit_headers: Annotated[
+        RateLimitHeaders,
+        typer.Option(help="RateLimit-* (ietf) or X-RateLimit-* (x) headers from the bucket."),
+    ] = RateLimitHeaders.OFF,
+    kick_failure_share: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of users whose kicks fail.")
+    ] = 0.0,
+    kick_failure: Annotated[
+        KickFailure, typer.Option(help="false: data.success false; error: a 400 envelope.")
+    ] = KickFailure.FALSE,
 ) -> None:
-    """Run an Authing API emulator (check-session-status, get-management-token)."""
+    """Run an Authing API emulator (check-session-status, get-management-token, list-users,
+    get-user-loggedin-apps, kick-users, list-applications, list-application-active-users)."""
     try:
         options = EmulatorOptions(
             host=host,
@@ -102,11 +138,18 @@ def emulator(
             hang_seconds=hang_seconds,
             token_ttl=token_ttl,
             date_window_seconds=date_window_seconds,
+            users=users,
+            apps=apps,
+            login_share=login_share,
+            capacity=capacity,
+            rate_limit_headers=rate_limit_headers.value,
+            kick_failure_share=kick_failure_share,
+            kick_failure=kick_failure.value,
         )
         if truth_file:
             load_truth_file(truth_file)  # fail on a bad file before listening
     except (ValueError, OSError) as exc:
-        raise typer.BadParameter(str(exc)) from exc
+        raise typer.BadParameter(_flag_names(str(exc))) from exc
 
     def announce(url: str) -> None:
         print(f"emulator listening on {url}", flush=True)
@@ -116,6 +159,16 @@ def emulator(
     except OSError as exc:
         print(f"emulator: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
         raise typer.Exit(1) from exc
+
+
+def _flag_names(message: str) -> str:
+    """`emulator options: apps: ...` -> `--apps: ...`: name the flag the operator typed."""
+
+    def flag(match: re.Match[str]) -> str:
+        lead = "; " if match.group(1) == "; " else ""
+        return f"{lead}--{match.group(2).replace('_', '-')}:"
+
+    return re.sub(r"(emulator options: |; )(\w+):", flag, message)
 
 
 def register(app: typer.Typer) -> None:

@@ -2,6 +2,9 @@
 
 Each check returns None when the request may pass, or the reason it is rejected. Reasons map to
 the envelope the emulator answers (`REJECTIONS`); all are `statusCode` 401, a guess (spec 9).
+`Authenticator` picks the mode from the `authorization` header: `authing KEY:SIG` is a signed
+request (the parameters are the POST body's top-level keys or the GET query), anything else a
+bearer token.
 """
 
 from __future__ import annotations
@@ -15,9 +18,12 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from audit_job.signing import SIGNATURE_METHOD, string_to_sign
+
+if TYPE_CHECKING:
+    from audit_job.emulator.options import EmulatorOptions
 
 # reason -> (apiCode, message zh-CN, message en-US). Codes from the legacy error-code page:
 # 2020 "not logged in, no access", 2224 "user pool does not exist", 1001 "no permission".
@@ -182,3 +188,38 @@ class TokenBook:
         if entry[0] != userpool_id:
             return "unknown_token"
         return None
+
+
+class Authenticator:
+    """Both auth modes against the live options; owns the token, nonce and date books."""
+
+    def __init__(self, options: Callable[[], EmulatorOptions]) -> None:
+        self._options = options
+        self.tokens = TokenBook()
+        self.nonces = NonceBook()
+        self._parse_date = DateParser()
+
+    def check(
+        self, method: str, path: str, headers: Mapping[str, str], params: Mapping[str, Any]
+    ) -> str | None:
+        authorization = headers.get("authorization", "").strip()
+        if not authorization:
+            return "missing_auth"
+        options = self._options()
+        if authorization[:8].lower() == "authing ":
+            return verify_signature(
+                method=method,
+                path=path,
+                headers=headers,
+                params=params,
+                authorization=authorization,
+                access_key_id=options.access_key_id,
+                access_key_secret=options.access_key_secret,
+                window_seconds=options.date_window_seconds,
+                now=time.time(),
+                parse_date=self._parse_date,
+                nonces=self.nonces,
+            )
+        return self.tokens.check(
+            authorization, headers.get("x-authing-userpool-id"), options.userpool_id
+        )

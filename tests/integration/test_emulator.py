@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from emulator_api import ApiClient
 
 import audit_job.emulator
 from audit_job import signing
@@ -599,7 +600,7 @@ import audit_job.emulator
 spec = importlib.util.spec_from_file_location("emulator_cli", sys.argv.pop(1))
 module = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(module)
-app = typer.Typer()
+app = typer.Typer(rich_markup_mode=None, pretty_exceptions_enable=False)
 module.register(app)
 @app.callback()
 def main() -> None:
@@ -668,3 +669,68 @@ def test_cli_rejects_bad_options():
     command = [sys.executable, "-c", _CLI, _CLI_MODULE, "emulator", "--fault-5xx", "1.5"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--users", "-1"], "--users"),
+        (["--users", "ten"], "--users"),
+        (["--apps", "a,a"], "--apps"),
+        (["--apps", "a,,b"], "--apps"),
+        (["--login-share", "1.5"], "--login-share"),
+        (["--capacity", "-3"], "--capacity"),
+        (["--rate-limit-headers", "y"], "--rate-limit-headers"),
+        (["--kick-failure", "maybe"], "--kick-failure"),
+        (["--kick-failure-share", "2"], "--kick-failure-share"),
+        (["--users", "1000000000"], "--users"),
+    ],
+)
+def test_cli_rejects_bad_directory_and_gate_flags(flags, named):
+    command = [sys.executable, "-c", _CLI, _CLI_MODULE, "emulator", *flags]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and named in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_serves_a_directory_with_capacity_and_headers():
+    command = [sys.executable, "-c", _CLI, _CLI_MODULE, "emulator", "--port", "0"]
+    command += ["--users", "30", "--apps", "crm=CRM,mail", "--seed", str(SEED), "--rate", "100"]
+    command += ["--capacity", "1", "--delay-ms", "50", "--rate-limit-headers", "ietf"]
+    command += ["--kick-failure-share", "1", "--kick-failure", "error"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline().strip()
+        assert line.startswith("emulator listening on "), line
+        url = line.rsplit(" ", 1)[1]
+
+        async def ask() -> None:
+            async with aiohttp.ClientSession() as client:
+                api = ApiClient(client, url)
+                everyone = await api.all_users()
+                assert everyone == [f"user-{n:06d}" for n in range(1, 31)]
+                assert api.last_headers["RateLimit-Limit"] == "100"
+                apps = await api.get("/api/v3/list-applications")
+                assert [a["appName"] for a in apps["data"]["list"]] == ["CRM", "mail"]
+                kick = await api.kick("user-000001", ["crm"])
+                assert kick["statusCode"] == 400  # every kick fails, as an error envelope
+                await asyncio.gather(*(api.check("crm", f"user-{n:06d}") for n in range(1, 5)))
+                async with client.get(url + "/__stats") as response:
+                    stats = await response.json()
+                assert stats["max_serving"] == 1
+                assert stats["max_queued"] >= 2
+                assert stats["kick_failures_per_user"] == {"user-000001": 1}
+
+        asyncio.run(ask())
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
