@@ -68,9 +68,14 @@ def register(app: typer.Typer) -> None:
             return
         print(f"# effective configuration from {origin}")
         for section, values in data.items():
-            print(f"\n[{section}]")
-            for key, value in values.items():
-                if value is None:
-                    print(f"# {key} = (not set)")
-                else:
-                    print(f"{key} = {json.dumps(value, ensure_ascii=False)}")
+            # [[policy]] and [[sink]] are arrays of tables: one header per block
+            blocks = values if isinstance(values, list) else [values]
+            if not blocks:
+                print(f"\n# [[{section}]]: none")
+            for block in blocks:
+                print(f"\n[[{section}]]" if isinstance(values, list) else f"\n[{section}]")
+                for key, value in block.items():
+                    if value is None:
+                        print(f"# {key} = (not set)")
+                    else:
+                        print(f"{key} = {json.dumps(value, ensure_ascii=False)}")
