@@ -60,8 +60,12 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Print the effective configuration, secrets masked."""
         from audit_job.commands import admin as service
+        from audit_job.commands import policies
 
-        origin, data = service.config_show(loaded_config(ctx))
+        loaded = loaded_config(ctx)
+        origin, data = service.config_show(loaded)
+        for warning in run_async(policies.warnings_for(loaded.settings, loaded.origin)):
+            print(f"warning: {warning}", file=sys.stderr)
         if fmt is Format.json:
             json.dump({"origin": origin, "settings": data}, sys.stdout, indent=2)
             print()

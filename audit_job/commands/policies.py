@@ -7,11 +7,16 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Sequence
+from pathlib import Path
 
 from sqlalchemy import select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from audit_job.config import PolicySettings
+from audit_job.commands.database import open_database
+from audit_job.config import PolicySettings, Settings
+from audit_job.errors import AuditJobError
 from audit_job.policy import is_glob, label
 from audit_job.store.tables import audit_target
 
@@ -60,3 +65,22 @@ async def unmatched_patterns(
                         "matches no target"
                     )
     return warnings
+
+
+def _no_sqlite_file(database_url: str) -> bool:
+    url = make_url(database_url)
+    return url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file()
+
+
+async def warnings_for(settings: Settings, origin: str) -> list[str]:
+    """The patterns of `[[policy]]` that match no target, when the database can be asked
+    (no database yet, or targets from `[source] query`: nothing to check against)."""
+    if not settings.policy or settings.source.query:
+        return []
+    if _no_sqlite_file(settings.database.url):
+        return []  # no database yet (and `config show` must not create one)
+    try:
+        async with open_database(settings) as engine, engine.connect() as conn:
+            return await unmatched_patterns(conn, settings.policy, origin)
+    except (AuditJobError, SQLAlchemyError, OSError):
+        return []

@@ -64,12 +64,16 @@ def _describe_block(origin: str, text: str, err: Mapping[str, Any], loc: list[st
         rest = rest[1:]  # pydantic's union branch, not a key of the file
     rest = [part for part in rest if part not in UNION_BRANCHES]  # `str | list[str]` keys
     msg = str(err["msg"]).removeprefix("Value error, ")
+    whole_block = None
     if number is None and kind == "value_error" and (found := re.match(r"#(\d+): ", msg)):
-        number, msg = int(found.group(1)), msg[found.end() :]
+        # a rule over all blocks (unique names), reported on the block that breaks it
+        number, whole_block = int(found.group(1)), msg[found.end() :]
         rest = ["name"]
     key = ".".join(rest)
     where = f"[[{section}]]" + (f" #{number}" if number else "") + (f" {key}" if key else "")
-    if kind == "extra_forbidden":
+    if whole_block is not None:
+        what = whole_block
+    elif kind == "extra_forbidden":
         known = _block_keys(section, loc)
         close = difflib.get_close_matches(rest[-1], known, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(known)})"
