@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from audit_job.models import EventType, RunStatus
 from audit_job.store import batchvalues
 from audit_job.store.bulk import sqlite_time
-from audit_job.store.dialect import lock_event_appends
+from audit_job.store.dialect import EVENT_APPEND_LOCK, lock_event_appends
 from audit_job.store.tables import audit_event, session_state
 from audit_job.store.types import utcnow
 
@@ -197,13 +197,29 @@ def _flips_statement(dialect: str) -> Any:
                 ("previous_run_id", "s.run_id", "int"),
             ],
         )
+        batch = batchvalues.relation(dialect, "b", _FLIP_COLUMNS)
+        if dialect == "postgresql":
+            # The append lock rides in the statement (one round trip fewer per batch): the
+            # joined rows, hence the ids, exist only once the CTE has run. And a LATERAL
+            # probe per answer: a plain join let the planner hash all of session_state.
+            lock = f"WITH l AS MATERIALIZED (SELECT pg_advisory_xact_lock({EVENT_APPEND_LOCK}))"
+            source = (
+                f"FROM l CROSS JOIN {batch} CROSS JOIN LATERAL ("
+                "SELECT active, checked_at, changed_at, run_id FROM session_state "
+                "WHERE app_id = b.app_id AND user_id = b.user_id LIMIT 1) AS s"
+            )
+        else:
+            lock = ""
+            source = (
+                f"FROM {batch} JOIN session_state AS s "
+                "ON s.app_id = b.app_id AND s.user_id = b.user_id"
+            )
         _flip_sql[dialect] = text(
-            f"""
+            f"""{lock}
 INSERT INTO audit_event (type, created_at, run_id, app_id, user_id, payload)
 SELECT CASE WHEN b.active THEN 'session.activated' ELSE 'session.deactivated' END,
        :now, b.run_id, b.app_id, b.user_id, {payload}
-FROM {batchvalues.relation(dialect, "b", _FLIP_COLUMNS)}
-JOIN session_state AS s ON s.app_id = b.app_id AND s.user_id = b.user_id
+{source}
 WHERE s.active <> b.active AND b.checked_at >= s.checked_at
 ORDER BY b.app_id, b.user_id
 """
@@ -237,20 +253,23 @@ async def append_flips(
     rows = _latest_per_pair(answers)
     if not rows:
         return 0
-    if not locked:
-        await lock_event_appends(conn)
     created = now or utcnow()
     dialect = conn.dialect.name
-    if dialect in batchvalues.SUPPORTED:
+    if dialect == "postgresql":  # the statement takes the append lock itself
         values = [(r.app_id, r.user_id, r.active, r.checked_at, r.run_id) for r in rows]
+        params = batchvalues.params(dialect, "b", _FLIP_COLUMNS, values)
+        result = await conn.execute(_flips_statement(dialect), {"now": created, **params})
+        return result.rowcount
+    if dialect == "sqlite":  # one writer at a time: nothing to lock
+        batch = orjson.dumps(
+            [(r.app_id, r.user_id, r.active, sqlite_time(r.checked_at), r.run_id) for r in rows]
+        ).decode()
         result = await conn.execute(
-            _flips_statement(dialect),
-            {
-                "now": created if dialect == "postgresql" else sqlite_time(created),
-                **batchvalues.params(dialect, "b", _FLIP_COLUMNS, values),
-            },
+            _flips_statement(dialect), {"now": sqlite_time(created), "b_rows": batch}
         )
         return result.rowcount
+    if not locked:
+        await lock_event_appends(conn)
     return await _append_flips_portable(conn, rows, created)
 
 

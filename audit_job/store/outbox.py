@@ -5,8 +5,8 @@
 - `record_run_end`: a run's finish, in the transaction that writes its final status.
 - `record_events`: anything else (schedule slots: `events.slot_missed`/`slot_skipped`).
 
-Each takes the feed's append lock first (dialect.lock_event_appends), so ids commit in
-id order.
+Every append takes the feed's append lock (dialect.lock_event_appends) before its first
+id, so ids commit in id order.
 """
 
 from __future__ import annotations
@@ -17,25 +17,27 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from audit_job.store import events, violations
-from audit_job.store.dialect import lock_event_appends
 from audit_job.store.types import utcnow
 from audit_job.store.violations import JudgedAnswer
 
 
 async def record_answers(
-    conn: AsyncConnection, answers: Sequence[JudgedAnswer], *, now: datetime | None = None
+    conn: AsyncConnection,
+    answers: Sequence[JudgedAnswer],
+    *,
+    now: datetime | None = None,
+    maybe_open: bool = True,
 ) -> int:
     """Flip events, then opened and resolved violations with their events, for a batch's
     final answers (error answers are skipped). Returns how many events were appended
-    (flip counts are the driver's rowcount)."""
+    (flip counts are the driver's rowcount). `maybe_open`: see violations.judge."""
     conclusive = [a for a in answers if a.active is not None]
     if not conclusive:
         return 0
     now = now or utcnow()
-    await lock_event_appends(conn)
-    appended = max(0, await events.append_flips(conn, conclusive, now=now, locked=True))
-    judged = await violations.judge(conn, conclusive)
-    appended += await events.append(conn, judged, now=now, locked=True)
+    appended = max(0, await events.append_flips(conn, conclusive, now=now))
+    judged = await violations.judge(conn, conclusive, maybe_open=maybe_open)
+    appended += await events.append(conn, judged, now=now)
     return appended
 
 

@@ -86,18 +86,24 @@ def _statement(dialect: str, name: str) -> Any:
     if key not in _sql:
         if name == "open":
             columns = ", ".join(f"v.{c}" for c in OpenViolation._fields)
+            batch = batchvalues.relation(dialect, "b", _PAIR_COLUMNS)
+            probe = (  # one unique-index probe per pair, whatever the planner thinks
+                f"SELECT {', '.join(OpenViolation._fields)} FROM audit_violation "
+                "WHERE app_id = b.app_id AND user_id = b.user_id AND is_open IS NOT NULL"
+            )
             sql = (
-                f"SELECT {columns} FROM {batchvalues.relation(dialect, 'b', _PAIR_COLUMNS)} "
-                "JOIN audit_violation AS v ON v.app_id = b.app_id AND v.user_id = b.user_id "
-                "AND v.is_open IS NOT NULL"
+                f"SELECT {columns} FROM {batch} CROSS JOIN LATERAL ({probe} LIMIT 1) AS v"
+                if dialect == "postgresql"
+                else f"SELECT {columns} FROM {batch} JOIN audit_violation AS v "
+                "ON v.app_id = b.app_id AND v.user_id = b.user_id AND v.is_open IS NOT NULL"
             )
             _sql[key] = text(sql).columns(*_OPEN_COLUMNS)
         else:  # stale: pairs whose session_state is newer than the batch's answer
             sql = (
-                "SELECT s.app_id, s.user_id "
+                "SELECT b.app_id, b.user_id "
                 f"FROM {batchvalues.relation(dialect, 'b', _PAIR_TIME_COLUMNS)} "
-                "JOIN session_state AS s ON s.app_id = b.app_id AND s.user_id = b.user_id "
-                "WHERE s.checked_at > b.checked_at"
+                "WHERE EXISTS (SELECT 1 FROM session_state AS s WHERE s.app_id = b.app_id "
+                "AND s.user_id = b.user_id AND s.checked_at > b.checked_at)"
             )
             _sql[key] = text(sql)
     return _sql[key]
@@ -179,11 +185,19 @@ _RESOLVE = (
 )
 
 
-async def judge(conn: AsyncConnection, answers: Sequence[JudgedAnswer]) -> list[NewEvent]:
+async def judge(
+    conn: AsyncConnection, answers: Sequence[JudgedAnswer], *, maybe_open: bool = True
+) -> list[NewEvent]:
     """Open and resolve violations for a batch (module docstring); the events to append,
-    resolutions first, each group in pair order."""
+    resolutions first, each group in pair order.
+
+    `maybe_open=False` says that none of these pairs can have an open violation (the run
+    found none open when it started: a pair is answered once per run, so none of its
+    pairs can have gained one since); a batch with no contradiction then costs nothing."""
     rows = _latest(answers)
     if not rows:
+        return []
+    if not maybe_open and not any(contradicts(a.expect, bool(a.active)) for a in rows):
         return []
     current = await open_for(conn, [(a.app_id, a.user_id) for a in rows])
     to_resolve: list[tuple[OpenViolation, JudgedAnswer]] = []
@@ -342,6 +356,12 @@ async def open_counts(conn: AsyncConnection) -> dict[tuple[str, str], int]:
         .group_by(audit_violation.c.app_id, audit_violation.c.severity)
     )
     return {(app, severity): int(n) for app, severity, n in await conn.execute(stmt)}
+
+
+async def any_open(conn: AsyncConnection) -> bool:
+    """Is any violation open? (A run asks once at its start: `judge(maybe_open=...)`.)"""
+    stmt = select(audit_violation.c.id).where(audit_violation.c.is_open.is_not(None)).limit(1)
+    return (await conn.execute(stmt)).first() is not None
 
 
 async def count_open(conn: AsyncConnection) -> int:
