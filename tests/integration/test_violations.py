@@ -308,3 +308,17 @@ async def test_open_counts_for_the_metric(engine: AsyncEngine) -> None:
         )
     async with engine.connect() as conn:
         assert await violations.open_counts(conn) == {("payroll", "critical"): 2}
+
+
+async def test_a_run_that_started_with_none_open_skips_the_lookup(engine: AsyncEngine) -> None:
+    """maybe_open=False (no violation was open when the run started): a batch without a
+    contradiction writes nothing and asks nothing; a contradiction still opens one."""
+    async with engine.connect() as conn:
+        assert not await violations.any_open(conn)
+    async with engine.begin() as conn:
+        quiet = [answer(f"u{i}", True, 0, 1) for i in range(10)]
+        assert await outbox.record_answers(conn, quiet, maybe_open=False) == 0
+        loud = [answer("u1", True, 0, 1, "inactive")]
+        assert await outbox.record_answers(conn, loud, maybe_open=False) == 1
+    async with engine.connect() as conn:
+        assert await violations.any_open(conn)
