@@ -209,6 +209,8 @@ def _show(value: Any) -> str:
         shown = json.dumps(value, ensure_ascii=False, default=str)
     except (TypeError, ValueError):
         shown = repr(value)
+    # a value's U+0085 or U+2028 would break the one line in two for str.splitlines()
+    shown = "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in shown)
     return shown if len(shown) <= 80 else shown[:77] + "..."
 
 
