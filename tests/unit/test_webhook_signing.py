@@ -108,3 +108,24 @@ def test_load_key_errors_are_one_line_config_errors() -> None:
         assert message.startswith("[[sink]] siem: secret_env HOOK: ") and problem in message
         assert "\n" not in message and "%%%" not in message
     assert signing.load_key("siem", "HOOK", {"HOOK": SECRET}) == (KEY, SECRET)
+
+
+def test_the_readme_verification_snippet_verifies_our_deliveries() -> None:
+    import re
+
+    from helpers import ROOT
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    snippet = re.search(r"```python\n(import base64, hashlib.*?)```", readme, re.S)
+    assert snippet, "the verification snippet is missing from the README"
+    namespace: dict[str, object] = {}
+    exec(snippet.group(1), namespace)  # the README's own code, as a reader would paste it
+    verify = namespace["verify"]
+    batch = rows(7, 8)
+    body = envelope.batch_body(batch)
+    headers = signing.headers(
+        signing.parse_secret(SECRET), signing.message_id(batch, body), int(time.time()), body
+    )
+    assert [e["id"] for e in verify(SECRET, headers, body)] == [7, 8]  # type: ignore[operator]
+    with pytest.raises(ValueError, match="no valid signature"):
+        verify(SECRET, headers, body + b" ")  # type: ignore[operator]
