@@ -105,3 +105,32 @@ class CheckResult:
     request_id: str | None
     latency_ms: int | None
     throttled: int = 0  # attempts answered with a throttle, for run statistics
+
+
+class Expect(StrEnum):
+    """What a pair's session should be: `audit_target.expect`, a policy's `expect`."""
+
+    ANY = "any"  # no expectation: every answer is fine
+    ACTIVE = "active"
+    INACTIVE = "inactive"
+
+
+class Severity(StrEnum):
+    """`audit_violation.severity`, from the policy that set the expectation."""
+
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+class EventType(StrEnum):
+    """`audit_event.type`: what the event feed carries (README, "Event feed")."""
+
+    SESSION_ACTIVATED = "session.activated"
+    SESSION_DEACTIVATED = "session.deactivated"
+    VIOLATION_OPENED = "violation.opened"
+    VIOLATION_RESOLVED = "violation.resolved"
+    RUN_FINISHED = "run.finished"
+    RUN_FAILED = "run.failed"
+    SLOT_MISSED = "slot.missed"
+    SLOT_SKIPPED = "slot.skipped"

@@ -16,6 +16,8 @@ import typer
 
 from audit_job import __version__, logs
 from audit_job.cli import admin, check, daemon, demo, emulator, report, run, targets
+from audit_job.cli import events as events_cli
+from audit_job.cli import violations as violations_cli
 from audit_job.cli.common import Globals
 from audit_job.errors import EXIT_FATAL, EXIT_INTERRUPTED, EXIT_USAGE, AuditJobError
 
@@ -57,7 +59,18 @@ def root(
     ctx.obj = Globals(config_path=config_path, verbose=verbose, log_format=log_format.value)
 
 
-for family in (admin, targets, run, demo, check, emulator, report, daemon):
+for family in (
+    admin,
+    targets,
+    run,
+    demo,
+    check,
+    emulator,
+    report,
+    daemon,
+    events_cli,
+    violations_cli,
+):
     family.register(app)
 
 

@@ -60,17 +60,26 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Print the effective configuration, secrets masked."""
         from audit_job.commands import admin as service
+        from audit_job.commands import policies
 
-        origin, data = service.config_show(loaded_config(ctx))
+        loaded = loaded_config(ctx)
+        origin, data = service.config_show(loaded)
+        for warning in run_async(policies.warnings_for(loaded.settings, loaded.origin)):
+            print(f"warning: {warning}", file=sys.stderr)
         if fmt is Format.json:
             json.dump({"origin": origin, "settings": data}, sys.stdout, indent=2)
             print()
             return
         print(f"# effective configuration from {origin}")
         for section, values in data.items():
-            print(f"\n[{section}]")
-            for key, value in values.items():
-                if value is None:
-                    print(f"# {key} = (not set)")
-                else:
-                    print(f"{key} = {json.dumps(value, ensure_ascii=False)}")
+            # [[policy]] and [[sink]] are arrays of tables: one header per block
+            blocks = values if isinstance(values, list) else [values]
+            if not blocks:
+                print(f"\n# [[{section}]]: none")
+            for block in blocks:
+                print(f"\n[[{section}]]" if isinstance(values, list) else f"\n[{section}]")
+                for key, value in block.items():
+                    if value is None:
+                        print(f"# {key} = (not set)")
+                    else:
+                        print(f"{key} = {json.dumps(value, ensure_ascii=False)}")

@@ -11,7 +11,16 @@ from audit_job.commands import targets as service
 from audit_job.errors import EXIT_ITEM_ERRORS, ConfigError
 from audit_job.render import Format, write_rows, write_rows_async
 
-TARGET_COLUMNS = ["app_id", "user_id", "enabled", "created_at"]
+TARGET_COLUMNS = [
+    "app_id",
+    "user_id",
+    "enabled",
+    "created_at",
+    "expect",
+    "effective_expect",
+    "severity",
+    "expect_source",
+]
 SHOWN_REJECTIONS = 20
 
 
@@ -29,7 +38,7 @@ def register(app: typer.Typer) -> None:
     def import_(
         ctx: typer.Context,
         file: str = typer.Argument(
-            ..., help="CSV with header app_id,user_id[,enabled]; - for stdin"
+            ..., help="CSV with header app_id,user_id[,enabled][,expect]; - for stdin"
         ),
     ) -> None:
         """Import pairs from CSV: streamed, idempotent, duplicates collapse."""
@@ -96,6 +105,34 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Disable a pair, or every pair of an app (kept, but not audited)."""
         _toggle(ctx, app_id, user_id, False)
+
+    @targets.command("expect")
+    def expect(
+        ctx: typer.Context,
+        args: list[str] = typer.Argument(
+            ..., metavar="[APP USER] any|active|inactive", help="the pair and its expectation"
+        ),
+        app: str | None = typer.Option(None, "--app", help="every pair of this app"),
+    ) -> None:
+        """Set what a pair's session should be (`targets expect APP USER inactive`), or
+        every pair of an app (`targets expect --app APP active`); `any` clears it."""
+        if app is not None:
+            if len(args) != 1:
+                raise ConfigError(
+                    "targets expect --app APP: give one value: any, active or inactive"
+                )
+            app_id, user_id, value = app, None, args[0]
+        else:
+            if len(args) != 3:
+                raise ConfigError(
+                    "targets expect: give APP USER any|active|inactive (or --app APP VALUE)"
+                )
+            app_id, user_id, value = args
+        changed = run_async(service.set_expect(loaded_config(ctx).settings, app_id, user_id, value))
+        if user_id is not None and not changed:
+            print(f"not a target: {app_id} {user_id}", file=sys.stderr)
+            exit_with(EXIT_ITEM_ERRORS)
+        print(f"expect {value.strip().lower()}: {changed} target(s)")
 
     @targets.command("list")
     def list_(

@@ -12,6 +12,7 @@ from typing import BinaryIO
 from audit_job.commands.database import open_database
 from audit_job.config import Settings
 from audit_job.errors import ConfigError
+from audit_job.policy import EXPECT_PROBLEM, PolicySet, parse_expect
 from audit_job.store import targets as store
 from audit_job.store.tables import ID_LENGTH
 
@@ -33,6 +34,7 @@ class Row:
     app_id: str
     user_id: str
     enabled: bool | None
+    expect: str | None = None  # None: unchanged (new pairs: any)
 
 
 @dataclass
@@ -75,7 +77,8 @@ def _lines(stream: BinaryIO) -> Iterator[tuple[int, bytes | None]]:
 
 
 def parse_csv(stream: BinaryIO, name: str = "-") -> Iterator[Row | Rejected]:
-    """Rows of a `app_id,user_id[,enabled]` CSV, each valid or rejected with its line."""
+    """Rows of a `app_id,user_id[,enabled][,expect]` CSV, each valid or rejected with its
+    line. An empty `enabled` or `expect` cell leaves the pair's value as it is."""
     lines = _lines(stream)
     header: list[str] | None = None
     header_line = 1
@@ -105,6 +108,7 @@ def parse_csv(stream: BinaryIO, name: str = "-") -> Iterator[Row | Rejected]:
         )
     app_at, user_at = header.index("app_id"), header.index("user_id")
     enabled_at = header.index("enabled") if "enabled" in header else None
+    expect_at = header.index("expect") if "expect" in header else None
     width = max(app_at, user_at) + 1  # a missing trailing `enabled` means "unchanged"
     for number, raw in lines:
         if raw is None:
@@ -144,7 +148,15 @@ def parse_csv(stream: BinaryIO, name: str = "-") -> Iterator[Row | Rejected]:
             elif flag:
                 yield Rejected(number, f"enabled must be true or false, got {flag[:20]!r}")
                 continue
-        yield Row(number, app_id, user_id, enabled)
+        expect: str | None = None
+        if expect_at is not None and expect_at < len(fields):
+            try:
+                expect = parse_expect(fields[expect_at])
+            except ValueError:
+                cell = fields[expect_at].strip()[:20]
+                yield Rejected(number, f"{EXPECT_PROBLEM}, got {cell!r}")
+                continue
+        yield Row(number, app_id, user_id, enabled, expect)
 
 
 async def import_csv(
@@ -154,7 +166,7 @@ async def import_csv(
     async with open_database(settings) as engine:
         async with engine.connect() as conn:
             before = await store.count(conn)
-        batch: dict[tuple[str, str], bool | None] = {}
+        batch: dict[tuple[str, str], tuple[bool | None, str | None]] = {}
         for item in parse_csv(stream, name):
             if isinstance(item, Rejected):
                 summary.rejected += 1
@@ -163,8 +175,12 @@ async def import_csv(
                 continue
             summary.read += 1
             key = (item.app_id, item.user_id)
-            if key not in batch or item.enabled is not None:
-                batch[key] = item.enabled  # duplicates collapse; the last explicit flag wins
+            enabled, expect = batch.get(key, (None, None))
+            # duplicates collapse; for each column the last explicit value wins
+            batch[key] = (
+                item.enabled if item.enabled is not None else enabled,
+                item.expect if item.expect is not None else expect,
+            )
             if len(batch) >= IMPORT_BATCH:
                 await _save(engine, batch)
         await _save(engine, batch)
@@ -175,10 +191,10 @@ async def import_csv(
     return summary
 
 
-async def _save(engine, batch: dict[tuple[str, str], bool | None]) -> None:  # type: ignore[no-untyped-def]
+async def _save(engine, batch: dict[tuple[str, str], tuple[bool | None, str | None]]) -> None:  # type: ignore[no-untyped-def]
     if not batch:
         return
-    rows = [(app, user, enabled) for (app, user), enabled in batch.items()]
+    rows = [(app, user, enabled, expect) for (app, user), (enabled, expect) in batch.items()]
     async with engine.begin() as conn:  # one transaction a batch: all of it or none
         await store.save_batch(conn, rows)
     batch.clear()
@@ -212,6 +228,19 @@ async def set_enabled(settings: Settings, app_id: str, user_id: str | None, enab
         return await store.set_enabled(conn, app_id, user_id, enabled)
 
 
+async def set_expect(settings: Settings, app_id: str, user_id: str | None, expect: str) -> int:
+    """`targets expect`: a pair's (or a whole app's) own expectation; how many changed."""
+    _check_ids(app_id, user_id)
+    try:
+        value = parse_expect(expect) or ""
+    except ValueError:
+        value = ""
+    if not value:
+        raise ConfigError(f"{EXPECT_PROBLEM}, got {expect[:20]!r}")
+    async with open_database(settings) as engine, engine.begin() as conn:
+        return await store.set_expect(conn, app_id, user_id, value)
+
+
 async def count(settings: Settings, app_id: str | None = None) -> dict[str, int]:
     async with open_database(settings) as engine, engine.connect() as conn:
         return {
@@ -223,6 +252,14 @@ async def count(settings: Settings, app_id: str | None = None) -> dict[str, int]
 async def listing(
     settings: Settings, app_id: str | None = None, user_id: str | None = None
 ) -> AsyncIterator[dict[str, object]]:
+    """Targets with their own `expect` and the `effective_expect` that policies give them."""
+    policies = PolicySet(settings.policy)
     async with open_database(settings) as engine:
         async for row in store.stream(engine, app_id=app_id, user_id=user_id):
+            effective = policies.effective(
+                str(row["app_id"]), str(row["user_id"]), str(row["expect"])
+            )
+            row["effective_expect"] = effective.expect
+            row["severity"] = effective.severity
+            row["expect_source"] = effective.source
             yield row

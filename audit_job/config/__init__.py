@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import SecretStr, ValidationError
 
 from audit_job.config.messages import describe, mask_url
+from audit_job.config.policies import PolicySettings
 from audit_job.config.settings import (
     DEFAULT_DATABASE_URL,
     AuditSettings,
@@ -33,6 +34,13 @@ from audit_job.config.settings import (
     SourceSettings,
     normalize_database_url,
 )
+from audit_job.config.sinks import (
+    EventsSettings,
+    JsonlSinkSettings,
+    SinkSettings,
+    WebhookSinkSettings,
+    mask_webhook_url,
+)
 from audit_job.errors import ConfigError
 
 __all__ = [
@@ -44,11 +52,16 @@ __all__ = [
     "AuthingSettings",
     "DaemonSettings",
     "DatabaseSettings",
+    "EventsSettings",
+    "JsonlSinkSettings",
     "LoadedConfig",
+    "PolicySettings",
     "RetentionSettings",
     "ScheduleSettings",
     "Settings",
+    "SinkSettings",
     "SourceSettings",
+    "WebhookSinkSettings",
     "load",
     "masked",
     "normalize_database_url",
@@ -130,12 +143,20 @@ def load(explicit: str | None = None, env: Mapping[str, str] | None = None) -> L
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError("\n".join(describe(origin, text, err) for err in exc.errors())) from None
+        # dict.fromkeys: a value failing both sides of `str | list[str]` is one problem
+        lines = dict.fromkeys(describe(origin, text, err) for err in exc.errors())
+        raise ConfigError("\n".join(lines)) from None
     if not settings.authing.verify_tls:
         warnings.append(
             f"{origin}: [authing] verify_tls = false: TLS certificates are NOT verified; "
             "anyone on the path can read the credentials"
         )
+    for number, sink in enumerate(settings.sink, start=1):
+        if isinstance(sink, WebhookSinkSettings) and not sink.verify_tls:
+            warnings.append(
+                f"{origin}: [[sink]] #{number} ({sink.name}) verify_tls = false: the webhook's "
+                "TLS certificate is NOT verified"
+            )
     return LoadedConfig(settings, origin, warnings)
 
 
@@ -165,4 +186,7 @@ def masked(settings: Settings) -> dict[str, Any]:
     data["database"]["url"] = mask_url(data["database"]["url"])
     if data["source"]["url"]:
         data["source"]["url"] = mask_url(data["source"]["url"])
+    for sink in data["sink"]:
+        if sink.get("url"):
+            sink["url"] = mask_webhook_url(sink["url"])
     return data

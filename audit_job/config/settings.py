@@ -18,6 +18,9 @@ from pydantic import (
     model_validator,
 )
 
+from audit_job.config.policies import PolicySettings
+from audit_job.config.sinks import EventsSettings, SinkSettings
+
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./audit.db"
 STRICT = ConfigDict(extra="forbid", frozen=True, strict=True)
 
@@ -184,3 +187,18 @@ class Settings(BaseModel):
     schedule: ScheduleSettings = ScheduleSettings()
     daemon: DaemonSettings = DaemonSettings()
     retention: RetentionSettings = RetentionSettings()
+    events: EventsSettings = EventsSettings()
+    policy: list[PolicySettings] = []
+    sink: list[SinkSettings] = []
+
+    @field_validator("sink")
+    @classmethod
+    def _unique_names(cls, sinks: list[SinkSettings]) -> list[SinkSettings]:
+        seen: dict[str, int] = {}
+        for number, sink in enumerate(sinks, start=1):
+            if sink.name in seen:
+                raise ValueError(
+                    f"#{number}: name {sink.name!r} is already used by [[sink]] #{seen[sink.name]}"
+                )
+            seen[sink.name] = number
+        return sinks

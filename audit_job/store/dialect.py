@@ -69,3 +69,18 @@ def upsert_state(table: Table, dialect: str) -> Insert:
         },
         where=new.checked_at >= table.c.checked_at,
     )
+
+
+EVENT_APPEND_LOCK = 720462  # pg_advisory_xact_lock key (runs use 720461)
+
+
+async def lock_event_appends(conn: Any) -> None:
+    """Make event ids commit in id order: held from before the first id is taken until
+    the transaction ends, so a reader that sees id N committed knows every smaller id is
+    committed or gone (a sink's cursor then never skips a late commit). SQLite needs
+    nothing: its one writer at a time holds the database's write lock for as long."""
+    if conn.dialect.name == "postgresql":
+        await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({EVENT_APPEND_LOCK})")
+    elif conn.dialect.name in ("mysql", "mariadb"):
+        # A row lock on the feed's newest row would do; MySQL is not supported for runs yet.
+        raise NotImplementedError("the event feed needs PostgreSQL or SQLite")

@@ -19,7 +19,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-from audit_job.models import CheckStatus, RunStatus
+from audit_job.models import CheckStatus, EventType, Expect, RunStatus, Severity
 from audit_job.store.types import BigId, UtcDateTime
 
 ID_LENGTH = 255  # app and user ids; bounded so the schema ports to MySQL/MariaDB
@@ -50,7 +50,10 @@ audit_target = Table(
     Column("user_id", String(ID_LENGTH), nullable=False),
     Column("enabled", Boolean, nullable=False, default=True),
     Column("created_at", UtcDateTime, nullable=False),
+    # What the pair's session should be (policy.py: its own expectation beats any policy).
+    Column("expect", String(16), nullable=False, default=Expect.ANY.value, server_default="any"),
     PrimaryKeyConstraint("app_id", "user_id"),
+    CheckConstraint(_one_of("expect", [e.value for e in Expect]), name="expect"),
 )
 
 audit_run = Table(
@@ -101,6 +104,9 @@ session_check = Table(
     Column("request_id", String(REQUEST_ID_LENGTH)),
     Column("latency_ms", Integer),
     Column("claimed_by", String(64)),  # unused since migration 0004 (claims are audit_claim)
+    # The pair's own expectation when the run was snapshotted (audit_target.expect or the
+    # source query's `expect`); NULL: none of its own (`any`), policies decide.
+    Column("expect", String(16)),
     CheckConstraint(_one_of("status", [s.value for s in CheckStatus]), name="status"),
     UniqueConstraint("app_id", "user_id", "run_id"),  # one row per pair and run; a pair's history
     Index(None, "run_id", "status", "id"),  # a run's rows by status, pending ones in order
@@ -169,4 +175,74 @@ learned_rate = Table(
     Column("configured_rate_per_second", Double, nullable=False),
     Column("learned_at", UtcDateTime, nullable=False),
     PrimaryKeyConstraint("host", "access_key_id"),
+)
+
+
+# A contradiction between a pair's expected and observed state, open until an answer no
+# longer contradicts it. `is_open` is TRUE while open and NULL once resolved: a UNIQUE key
+# over (app_id, user_id, is_open) then allows one open violation per pair and any number of
+# resolved ones, on every backend (NULLs never collide in a unique key), and serves as the
+# index for finding a pair's open violation.
+audit_violation = Table(
+    "audit_violation",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("app_id", String(ID_LENGTH), nullable=False),
+    Column("user_id", String(ID_LENGTH), nullable=False),
+    Column("expected", String(16), nullable=False),
+    Column("observed", String(16), nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("source", String(96), nullable=False),  # target, source, policy NAME
+    Column("opened_run_id", Integer, nullable=False),
+    Column("opened_at", UtcDateTime, nullable=False),  # checked_at of the answer
+    Column("resolved_run_id", Integer),
+    Column("resolved_at", UtcDateTime),
+    Column("resolution", String(16)),  # check; later also recheck
+    Column("is_open", Boolean),
+    CheckConstraint(_one_of("expected", ["active", "inactive"]), name="expected"),
+    CheckConstraint(_one_of("observed", ["active", "inactive"]), name="observed"),
+    CheckConstraint(_one_of("severity", [s.value for s in Severity]), name="severity"),
+    CheckConstraint(
+        "(is_open IS NOT NULL AND resolved_at IS NULL AND resolution IS NULL)"
+        " OR (is_open IS NULL AND resolved_at IS NOT NULL AND resolution IS NOT NULL)",
+        name="open_or_resolved",
+    ),
+    UniqueConstraint("app_id", "user_id", "is_open"),
+    Index(None, "opened_at"),
+)
+
+# The event feed (a transactional outbox): appended in the transaction that commits what
+# the event reports, read in id order by each sink. sqlite_autoincrement: SQLite must never
+# reuse an id after pruning, or a sink's cursor would skip new events.
+audit_event = Table(
+    "audit_event",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("type", String(32), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("run_id", Integer),
+    Column("app_id", String(ID_LENGTH)),
+    Column("user_id", String(ID_LENGTH)),
+    Column("payload", Text, nullable=False),  # JSON object: the type's `data`
+    CheckConstraint(_one_of("type", [t.value for t in EventType]), name="type"),
+    Index(None, "created_at"),
+    sqlite_autoincrement=True,
+)
+
+# Each sink's delivery cursor and health. A deliverer holds a sink by its lease while it
+# sends; `last_event_id` moves only after the receiver acknowledged, in id order.
+audit_sink = Table(
+    "audit_sink",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("last_event_id", BigId, nullable=False, default=0),
+    Column("delivered", BigId, nullable=False, default=0),  # events acknowledged, in all
+    Column("delivered_at", UtcDateTime),
+    Column("failing", Boolean, nullable=False, default=False),  # stopped until `events retry`
+    Column("failures", Integer, nullable=False, default=0),  # permanent refusals, in all
+    Column("retries", BigId, nullable=False, default=0),  # transient failures, in all
+    Column("last_error", String(MESSAGE_LENGTH)),
+    Column("last_error_at", UtcDateTime),
+    Column("lease_owner", String(255)),
+    Column("lease_expires_at", UtcDateTime),
 )

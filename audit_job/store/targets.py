@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from audit_job.models import Expect
 from audit_job.store.dialect import insert_ignore, upsert_columns
 from audit_job.store.tables import audit_target
 from audit_job.store.types import utcnow
@@ -32,34 +33,49 @@ async def count(
 
 async def save_batch(
     conn: AsyncConnection,
-    rows: Sequence[tuple[str, str, bool | None]],
+    rows: Sequence[tuple[str, str, bool | None] | tuple[str, str, bool | None, str | None]],
     *,
     now: datetime | None = None,
 ) -> None:
-    """Insert (app, user, enabled) rows; an explicit `enabled` updates existing rows,
-    None leaves them as they are. (Drivers disagree on executemany rowcounts, so callers
-    count the table before and after instead.)"""
+    """Insert (app, user, enabled[, expect]) rows; an explicit `enabled` or `expect`
+    updates existing rows, None leaves that column as it is (new rows: enabled, `any`).
+    (Drivers disagree on executemany rowcounts, so callers count the table before and
+    after instead.)"""
     if not rows:
         return
     now = now or utcnow()
     dialect = conn.dialect.name
     keys = ["app_id", "user_id"]
-    explicit = [
-        {"app_id": a, "user_id": u, "enabled": e, "created_at": now}
-        for a, u, e in rows
-        if e is not None
-    ]
-    implicit = [
-        {"app_id": a, "user_id": u, "enabled": True, "created_at": now}
-        for a, u, e in rows
-        if e is None
-    ]
-    if explicit:
-        stmt = upsert_columns(audit_target, dialect, keys, ["enabled"])
-        await conn.execute(stmt, explicit)
-    if implicit:
-        stmt = insert_ignore(audit_target, dialect, keys)
-        await conn.execute(stmt, implicit)
+    groups: dict[tuple[str, ...], list[dict[str, object]]] = {}
+    for row in rows:
+        app, user, enabled = row[0], row[1], row[2]
+        expect = row[3] if len(row) > 3 else None
+        given = tuple(
+            name for name, value in (("enabled", enabled), ("expect", expect)) if value is not None
+        )
+        groups.setdefault(given, []).append(
+            {
+                "app_id": app,
+                "user_id": user,
+                "enabled": True if enabled is None else enabled,
+                "expect": expect or Expect.ANY.value,
+                "created_at": now,
+            }
+        )
+    for given, values in groups.items():
+        if given:
+            stmt = upsert_columns(audit_target, dialect, keys, list(given))
+        else:
+            stmt = insert_ignore(audit_target, dialect, keys)
+        await conn.execute(stmt, values)
+
+
+async def set_expect(conn: AsyncConnection, app_id: str, user_id: str | None, expect: str) -> int:
+    """Set the expectation of a pair, or of every pair of an app."""
+    stmt = update(audit_target).where(audit_target.c.app_id == app_id).values(expect=expect)
+    if user_id is not None:
+        stmt = stmt.where(audit_target.c.user_id == user_id)
+    return (await conn.execute(stmt)).rowcount or 0
 
 
 async def get_enabled(conn: AsyncConnection, app_id: str, user_id: str) -> bool | None:
@@ -100,7 +116,9 @@ async def stream(
     last: tuple[str, str] | None = None
     columns = audit_target.c
     while True:
-        stmt = select(columns.app_id, columns.user_id, columns.enabled, columns.created_at)
+        stmt = select(
+            columns.app_id, columns.user_id, columns.enabled, columns.created_at, columns.expect
+        )
         if app_id is not None:
             stmt = stmt.where(columns.app_id == app_id)
         if user_id is not None:

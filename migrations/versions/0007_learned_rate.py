@@ -1,7 +1,7 @@
 """The rate each server was seen to sustain, kept across runs (learned_rate).
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 Create Date: 2026-12-03
 
 One row per Authing host and access key id (never the secret): the rate the run settled at,
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0007"
-down_revision = "0005"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 

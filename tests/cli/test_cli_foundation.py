@@ -364,8 +364,14 @@ def test_target_commands(db_url: str, tmp_path: Path) -> None:
     ]
     assert all(r["created_at"].endswith("+00:00") for r in records)
     csv_lines = listed_csv.stdout.splitlines()
-    assert csv_lines[0] == "app_id,user_id,enabled,created_at"
-    assert [line.rsplit(",", 1)[0] for line in csv_lines[1:]] == ["a1,u1,false", "a1,u2,true"]
+    assert csv_lines[0] == (
+        "app_id,user_id,enabled,created_at,expect,effective_expect,severity,expect_source"
+    )
+    assert [",".join(line.split(",")[:3]) for line in csv_lines[1:]] == [
+        "a1,u1,false",
+        "a1,u2,true",
+    ]
+    assert all(line.endswith(",any,any,warning,default") for line in csv_lines[1:])
     assert odd in listed_table.stdout and "a_" in listed_table.stdout
     assert json.loads(counted.stdout) == {"targets": 4, "enabled": 2}
 

@@ -14,6 +14,7 @@ import asyncio
 import csv
 import io
 import math
+import typing
 import unicodedata
 from datetime import datetime
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel
 from relsupport import cli_env, execute, query, write_config
 
 from audit_job import config
@@ -222,12 +224,24 @@ def toml_value(value: Any) -> str:
     return f'"{escaped}"'
 
 
+def _models(annotation: Any) -> list[type[BaseModel]]:
+    """The models a section's annotation holds: a table's model, or the models of an
+    array of tables' blocks ([[policy]], [[sink]] of either type)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [model for arg in typing.get_args(annotation) for model in _models(arg)]
+
+
 KNOWN = {
-    section: list(model.model_fields)
-    for section, model in (
-        (name, config.Settings.model_fields[name].annotation)
-        for name in config.Settings.model_fields
+    name: list(
+        dict.fromkeys(key for model in _models(field.annotation) for key in model.model_fields)
     )
+    for name, field in config.Settings.model_fields.items()
+}
+BLOCKS = {
+    name
+    for name, field in config.Settings.model_fields.items()
+    if typing.get_origin(field.annotation) is list
 }
 scalars = st.one_of(
     st.booleans(),
@@ -249,7 +263,8 @@ section_names = st.one_of(st.sampled_from(list(KNOWN)), st.from_regex(r"\A[a-z_]
 def documents(draw: Any) -> str:
     lines = []
     for section in draw(st.lists(section_names, max_size=4, unique=True)):
-        lines.append(f"[{section}]")
+        block = section in BLOCKS and draw(st.booleans())  # else: a table where blocks belong
+        lines.append(f"[[{section}]]" if block else f"[{section}]")
         keys = [*KNOWN.get(section, []), "bogus_key"]
         for key in draw(st.lists(st.sampled_from(keys), max_size=5, unique=True)):
             lines.append(f"{key} = {toml_value(draw(values))}")

@@ -1,0 +1,409 @@
+"""The event feed (`audit_event`): append inside the caller's transaction, read in id order.
+
+Events are a transactional outbox: each is inserted by the transaction that commits what
+it reports (a batch of answers, a run's end, a schedule slot), so an event exists exactly
+when its cause was committed. Ids are taken under `dialect.lock_event_appends`, so they
+commit in id order and a reader's cursor can never pass an id that commits later.
+
+What is stored per event: the columns (id, type, created_at, run_id, app_id, user_id) and
+`payload`, the JSON object of the type's details; audit_job/events/envelope.py turns a row
+into what sinks receive. Times in payloads are ISO 8601 UTC with microseconds
+(`2026-12-03T09:00:00.000000+00:00`), as `iso()` writes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, NamedTuple, Protocol
+
+import orjson
+from sqlalchemy import delete, func, insert, select, text, tuple_
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from audit_job.models import EventType, RunStatus
+from audit_job.store import batchvalues
+from audit_job.store.bulk import sqlite_time
+from audit_job.store.dialect import EVENT_APPEND_LOCK, lock_event_appends
+from audit_job.store.tables import audit_event, session_state
+from audit_job.store.types import utcnow
+
+READ_PAGE = 1000
+PAIR_CHUNK = 400  # pairs per portable IN (...) list: 800 parameters, under every limit
+
+
+def iso(value: datetime | None) -> str | None:
+    """A payload time: ISO 8601 in UTC, always with microseconds."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    type: str
+    run_id: int | None
+    app_id: str | None
+    user_id: str | None
+    data: Mapping[str, Any]
+
+
+class EventRow(NamedTuple):
+    id: int
+    type: str
+    created_at: datetime
+    run_id: int | None
+    app_id: str | None
+    user_id: str | None
+    payload: str  # JSON text
+
+
+class Conclusive(Protocol):
+    """A conclusive answer of a batch (store/violations.JudgedAnswer has these)."""
+
+    @property
+    def app_id(self) -> str: ...
+    @property
+    def user_id(self) -> str: ...
+    @property
+    def active(self) -> bool | None: ...
+    @property
+    def checked_at(self) -> datetime: ...
+    @property
+    def run_id(self) -> int: ...
+
+
+# --- payloads of the run and schedule events ------------------------------------------------
+
+
+def run_ended(
+    *,
+    run_id: int,
+    status: str,
+    trigger: str,
+    started_at: datetime,
+    finished_at: datetime,
+    counts: Mapping[str, int],
+    retries: int,
+    throttled: int,
+    message: str | None,
+    open_violations: int | None = None,
+) -> NewEvent:
+    """`run.failed` for a failed run, `run.finished` for a succeeded or
+    completed_with_errors one (an interrupted run is not over: its resume ends it)."""
+    kind = EventType.RUN_FAILED if status == RunStatus.FAILED.value else EventType.RUN_FINISHED
+    data = {
+        "status": status,
+        "trigger": trigger,
+        "started_at": iso(started_at),
+        "finished_at": iso(finished_at),
+        "duration_seconds": round((finished_at - started_at).total_seconds(), 3),
+        "total": sum(counts.values()),
+        "active": counts.get("active", 0),
+        "inactive": counts.get("inactive", 0),
+        "error": counts.get("error", 0),
+        "pending": counts.get("pending", 0),
+        "retries": retries,
+        "throttled": throttled,
+        "open_violations": open_violations,
+        "message": message,
+    }
+    return NewEvent(kind.value, run_id, None, None, data)
+
+
+def slot_missed(
+    *, run_id: int, first: datetime, last: datetime, count: int, message: str
+) -> NewEvent:
+    data = {
+        "scheduled_for": iso(last),
+        "missed_first": iso(first),
+        "missed_last": iso(last),
+        "missed_count": count,
+        "message": message,
+    }
+    return NewEvent(EventType.SLOT_MISSED.value, run_id, None, None, data)
+
+
+def slot_skipped(
+    *, run_id: int, scheduled_for: datetime, message: str, running_run_id: int | None
+) -> NewEvent:
+    data = {
+        "scheduled_for": iso(scheduled_for),
+        "running_run_id": running_run_id,
+        "message": message,
+    }
+    return NewEvent(EventType.SLOT_SKIPPED.value, run_id, None, None, data)
+
+
+# --- appending ------------------------------------------------------------------------------
+
+
+async def append(
+    conn: AsyncConnection,
+    events: Sequence[NewEvent],
+    *,
+    now: datetime | None = None,
+    locked: bool = False,
+) -> int:
+    """Insert events in the order given (ids increase along it), in the caller's
+    transaction. `locked`: the caller already called lock_event_appends in it."""
+    if not events:
+        return 0
+    if not locked:
+        await lock_event_appends(conn)
+    created = now or utcnow()
+    await conn.execute(
+        insert(audit_event),
+        [
+            {
+                "type": event.type,
+                "created_at": created,
+                "run_id": event.run_id,
+                "app_id": event.app_id,
+                "user_id": event.user_id,
+                "payload": orjson.dumps(event.data).decode(),
+            }
+            for event in events
+        ],
+    )
+    return len(events)
+
+
+# A flip: the batch's answer against the pair's session_state row before the batch's upsert,
+# when the answer is not older than that row (an older answer, from a resumed run finishing
+# late, does not move session_state either). No row yet: the pair's first answer, no event.
+_FLIP_COLUMNS = (
+    ("app_id", "text"),
+    ("user_id", "text"),
+    ("active", "bool"),
+    ("checked_at", "time"),
+    ("run_id", "int"),
+)
+_flip_sql: dict[str, Any] = {}
+
+
+def _flips_statement(dialect: str) -> Any:
+    if dialect not in _flip_sql:
+        iso = lambda expr: batchvalues.iso_text(dialect, expr)  # noqa: E731
+        payload = batchvalues.json_object(
+            dialect,
+            [
+                ("active", "b.active", "bool"),
+                ("checked_at", iso("b.checked_at"), "text"),
+                ("previous_active", "s.active", "bool"),
+                ("previous_checked_at", iso("s.checked_at"), "text"),
+                ("previous_since", iso("s.changed_at"), "text"),
+                ("previous_run_id", "s.run_id", "int"),
+            ],
+        )
+        batch = batchvalues.relation(dialect, "b", _FLIP_COLUMNS)
+        if dialect == "postgresql":
+            # The append lock rides in the statement (one round trip fewer per batch): the
+            # joined rows, hence the ids, exist only once the CTE has run. And a LATERAL
+            # probe per answer: a plain join let the planner hash all of session_state.
+            lock = f"WITH l AS MATERIALIZED (SELECT pg_advisory_xact_lock({EVENT_APPEND_LOCK}))"
+            source = (
+                f"FROM l CROSS JOIN {batch} CROSS JOIN LATERAL ("
+                "SELECT active, checked_at, changed_at, run_id FROM session_state "
+                "WHERE app_id = b.app_id AND user_id = b.user_id LIMIT 1) AS s"
+            )
+        else:
+            lock = ""
+            source = (
+                f"FROM {batch} JOIN session_state AS s "
+                "ON s.app_id = b.app_id AND s.user_id = b.user_id"
+            )
+        _flip_sql[dialect] = text(
+            f"""{lock}
+INSERT INTO audit_event (type, created_at, run_id, app_id, user_id, payload)
+SELECT CASE WHEN b.active THEN 'session.activated' ELSE 'session.deactivated' END,
+       :now, b.run_id, b.app_id, b.user_id, {payload}
+{source}
+WHERE s.active <> b.active AND b.checked_at >= s.checked_at
+ORDER BY b.app_id, b.user_id
+"""
+        )
+    return _flip_sql[dialect]
+
+
+def _latest_per_pair(answers: Sequence[Conclusive]) -> list[Conclusive]:
+    latest: dict[tuple[str, str], Conclusive] = {}
+    for answer in answers:
+        if answer.active is None:
+            continue
+        key = (answer.app_id, answer.user_id)
+        seen = latest.get(key)
+        if seen is None or answer.checked_at >= seen.checked_at:
+            latest[key] = answer
+    return list(latest.values())
+
+
+async def append_flips(
+    conn: AsyncConnection,
+    answers: Sequence[Conclusive],
+    *,
+    now: datetime | None = None,
+    locked: bool = False,
+) -> int:
+    """`session.activated` / `session.deactivated` for the batch's answers that flip the
+    pair's previous conclusive answer: one INSERT .. SELECT joining the batch with
+    session_state. Call it BEFORE the batch's session_state upsert. Returns the number of
+    events (-1 where the driver does not say)."""
+    rows = _latest_per_pair(answers)
+    if not rows:
+        return 0
+    created = now or utcnow()
+    dialect = conn.dialect.name
+    if dialect == "postgresql":  # the statement takes the append lock itself
+        values = [(r.app_id, r.user_id, r.active, r.checked_at, r.run_id) for r in rows]
+        params = batchvalues.params(dialect, "b", _FLIP_COLUMNS, values)
+        result = await conn.execute(_flips_statement(dialect), {"now": created, **params})
+        return result.rowcount
+    if dialect == "sqlite":  # one writer at a time: nothing to lock
+        batch = orjson.dumps(
+            [(r.app_id, r.user_id, r.active, sqlite_time(r.checked_at), r.run_id) for r in rows]
+        ).decode()
+        result = await conn.execute(
+            _flips_statement(dialect), {"now": sqlite_time(created), "b_rows": batch}
+        )
+        return result.rowcount
+    if not locked:
+        await lock_event_appends(conn)
+    return await _append_flips_portable(conn, rows, created)
+
+
+async def _append_flips_portable(
+    conn: AsyncConnection, rows: list[Conclusive], created: datetime
+) -> int:
+    """The same rule through Core (other dialects): read the pairs' states, compare here."""
+    events: list[NewEvent] = []
+    ordered = sorted(rows, key=lambda r: (r.app_id, r.user_id))
+    for start in range(0, len(ordered), PAIR_CHUNK):
+        chunk = ordered[start : start + PAIR_CHUNK]
+        states = {
+            (s.app_id, s.user_id): s
+            for s in await conn.execute(
+                select(session_state).where(
+                    tuple_(session_state.c.app_id, session_state.c.user_id).in_(
+                        [(r.app_id, r.user_id) for r in chunk]
+                    )
+                )
+            )
+        }
+        for r in chunk:
+            state = states.get((r.app_id, r.user_id))
+            if state is None or state.active == r.active or r.checked_at < state.checked_at:
+                continue
+            events.append(
+                flip_event(r, state.active, state.checked_at, state.changed_at, state.run_id)
+            )
+    return await append(conn, events, now=created, locked=True)
+
+
+def flip_event(
+    answer: Conclusive,
+    previous_active: bool,
+    previous_checked_at: datetime,
+    previous_since: datetime,
+    previous_run_id: int,
+) -> NewEvent:
+    kind = EventType.SESSION_ACTIVATED if answer.active else EventType.SESSION_DEACTIVATED
+    data = {
+        "active": answer.active,
+        "checked_at": iso(answer.checked_at),
+        "previous_active": previous_active,
+        "previous_checked_at": iso(previous_checked_at),
+        "previous_since": iso(previous_since),
+        "previous_run_id": previous_run_id,
+    }
+    return NewEvent(kind.value, answer.run_id, answer.app_id, answer.user_id, data)
+
+
+# --- reading --------------------------------------------------------------------------------
+
+_COLUMNS = [
+    audit_event.c.id,
+    audit_event.c.type,
+    audit_event.c.created_at,
+    audit_event.c.run_id,
+    audit_event.c.app_id,
+    audit_event.c.user_id,
+    audit_event.c.payload,
+]
+
+
+async def head(conn: AsyncConnection) -> int:
+    """The newest event's id (0 when there is none). Every smaller id is committed or will
+    never be (lock_event_appends), so reading up to it misses nothing."""
+    return int(
+        (await conn.execute(select(func.coalesce(func.max(audit_event.c.id), 0)))).scalar_one()
+    )
+
+
+def _window(stmt: Any, after_id: int, upto_id: int | None, types: frozenset[str] | None) -> Any:
+    stmt = stmt.where(audit_event.c.id > after_id)
+    if upto_id is not None:
+        stmt = stmt.where(audit_event.c.id <= upto_id)
+    if types is not None:
+        stmt = stmt.where(audit_event.c.type.in_(sorted(types)))
+    return stmt
+
+
+async def read_after(
+    conn: AsyncConnection,
+    after_id: int,
+    *,
+    limit: int = READ_PAGE,
+    upto_id: int | None = None,
+    types: frozenset[str] | None = None,
+    since: datetime | None = None,
+) -> list[EventRow]:
+    """Events with after_id < id <= upto_id (of `types`, created at or after `since`), in
+    id order, at most `limit`."""
+    stmt = _window(select(*_COLUMNS), after_id, upto_id, types)
+    if since is not None:
+        stmt = stmt.where(audit_event.c.created_at >= since)
+    rows = await conn.execute(stmt.order_by(audit_event.c.id).limit(limit))
+    return [EventRow(*row) for row in rows]
+
+
+async def count_after(
+    conn: AsyncConnection,
+    after_id: int,
+    *,
+    upto_id: int | None = None,
+    types: frozenset[str] | None = None,
+) -> int:
+    stmt = _window(select(func.count()).select_from(audit_event), after_id, upto_id, types)
+    return int((await conn.execute(stmt)).scalar_one())
+
+
+async def first_id_since(conn: AsyncConnection, since: datetime) -> int:
+    """The cursor that starts a listing at `since`: the id before the first event
+    created at or after it."""
+    stmt = select(func.min(audit_event.c.id)).where(audit_event.c.created_at >= since)
+    first = (await conn.execute(stmt)).scalar_one_or_none()
+    return (int(first) - 1) if first is not None else await head(conn)
+
+
+async def count_before(conn: AsyncConnection, *, before: datetime, upto_id: int) -> int:
+    stmt = select(func.count()).select_from(audit_event)
+    stmt = stmt.where(audit_event.c.created_at < before, audit_event.c.id <= upto_id)
+    return int((await conn.execute(stmt)).scalar_one())
+
+
+async def prune_batch(conn: AsyncConnection, *, before: datetime, upto_id: int, batch: int) -> int:
+    """Delete up to `batch` events created before `before` with id <= upto_id (the caller
+    passes the lowest cursor of the configured sinks, and never the newest event)."""
+    ids = (
+        select(audit_event.c.id)
+        .where(audit_event.c.created_at < before, audit_event.c.id <= upto_id)
+        .order_by(audit_event.c.id)
+        .limit(batch)
+    )
+    picked = [row[0] for row in await conn.execute(ids)]
+    if not picked:
+        return 0
+    await conn.execute(delete(audit_event).where(audit_event.c.id.in_(picked)))
+    return len(picked)
