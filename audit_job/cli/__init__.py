@@ -16,6 +16,7 @@ import typer
 
 from audit_job import __version__, logs
 from audit_job.cli import admin, check, daemon, demo, emulator, report, run, targets
+from audit_job.cli import evidence as evidence_cli
 from audit_job.cli.common import Globals
 from audit_job.errors import EXIT_FATAL, EXIT_INTERRUPTED, EXIT_USAGE, AuditJobError
 
@@ -59,6 +60,7 @@ def root(
 
 for family in (admin, targets, run, demo, check, emulator, report, daemon):
     family.register(app)
+evidence_cli.register(app)  # evidence bundles, keygen, verify
 
 
 def main(argv: list[str] | None = None) -> int:

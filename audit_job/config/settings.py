@@ -169,6 +169,15 @@ class RetentionSettings(BaseModel):
     keep_days: Annotated[int, Field(ge=1)] | None = None
 
 
+class EvidenceSettings(BaseModel):
+    """Bundles the daemon writes after each scheduled run (commands/evidence.py)."""
+
+    model_config = STRICT
+    dir: str | None = None
+    keep: Annotated[int, Field(ge=1)] | None = None
+    sign_key: str | None = None
+
+
 class Settings(BaseModel):
     model_config = STRICT
     database: DatabaseSettings = DatabaseSettings()
@@ -178,3 +187,4 @@ class Settings(BaseModel):
     schedule: ScheduleSettings = ScheduleSettings()
     daemon: DaemonSettings = DaemonSettings()
     retention: RetentionSettings = RetentionSettings()
+    evidence: EvidenceSettings = EvidenceSettings()
