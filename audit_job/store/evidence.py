@@ -29,7 +29,7 @@ from audit_job.evidence import canonical
 from audit_job.evidence.config import config_document
 from audit_job.models import RunStatus
 from audit_job.store.dialect import insert_ignore
-from audit_job.store.evidence_rows import check_pages
+from audit_job.store.evidence_rows import line_pages
 from audit_job.store.tables import audit_chain, audit_config, audit_run
 from audit_job.store.types import utcnow
 
@@ -180,9 +180,8 @@ async def run_digest(conn: AsyncConnection, run_id: int, header: bytes) -> tuple
     count."""
     digest = canonical.RunDigest(header)
     rows = 0
-    make = canonical.check_line
-    async for page in check_pages(conn, run_id):
-        digest.add_lines(map(make, page))
+    async for page in line_pages(conn, run_id):
+        digest.add_lines(page)
         rows += len(page)
     return digest.hexdigest(), rows
 

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from audit_job.evidence.canonical import CHECK_FIELDS, format_time, sqlite_time
+from audit_job.evidence.canonical import CHECK_FIELDS, check_line, format_time, sqlite_time
 from audit_job.store import bulk
 from audit_job.store.tables import session_check
 
@@ -37,6 +37,32 @@ _PG_SQL = (
 _SQLITE_SQL = f"SELECT {_COLUMNS} FROM session_check WHERE run_id = ? ORDER BY +app_id, +user_id"
 _BINARY_COLLATION = {"mysql": "utf8mb4_bin", "mariadb": "utf8mb4_bin"}
 
+# SQLite writes each results.jsonl line itself: a million rows then cost one string per
+# row instead of twelve Python objects and a format. json_quote escapes exactly as
+# Python's json does (tests/unit/test_canonical.py and the cross-backend digest test keep
+# them equal); checked_at is stored as 'YYYY-MM-DD HH:MM:SS.ffffff' (store/types.py), and
+# a value stored in any other shape is kept as it is, so its line no longer matches.
+_SQLITE_LINE_SQL = """
+SELECT '{"active":' || CASE WHEN active IS NULL THEN 'null'
+                            WHEN active THEN 'true' ELSE 'false' END
+    || ',"api_code":' || COALESCE(api_code, 'null')
+    || ',"app_id":' || json_quote(app_id)
+    || ',"attempts":' || attempts
+    || ',"checked_at":' || CASE WHEN checked_at IS NULL THEN 'null'
+                                WHEN length(checked_at) = 26 AND substr(checked_at, 11, 1) = ' '
+                                THEN '"' || substr(checked_at, 1, 10) || 'T'
+                                         || substr(checked_at, 12) || 'Z"'
+                                ELSE json_quote(checked_at) END
+    || ',"http_status":' || COALESCE(http_status, 'null')
+    || ',"latency_ms":' || COALESCE(latency_ms, 'null')
+    || ',"message":' || COALESCE(json_quote(message), 'null')
+    || ',"request_id":' || COALESCE(json_quote(request_id), 'null')
+    || ',"status":' || json_quote(status)
+    || ',"status_code":' || COALESCE(status_code, 'null')
+    || ',"user_id":' || json_quote(user_id) || '}' || char(10)
+FROM session_check WHERE run_id = ? ORDER BY +app_id, +user_id
+"""
+
 
 async def check_pages(conn: AsyncConnection, run_id: int) -> AsyncIterator[list[Row]]:
     """The run's rows in canonical order, `PAGE_ROWS` at a time, inside the caller's
@@ -51,6 +77,22 @@ async def check_pages(conn: AsyncConnection, run_id: int) -> AsyncIterator[list[
     else:
         async for page in _core_pages(conn, run_id):
             yield page
+
+
+async def line_pages(conn: AsyncConnection, run_id: int) -> AsyncIterator[list[str]]:
+    """The run's results.jsonl lines in canonical order, page by page (what a digest
+    reads), in the caller's transaction."""
+    if conn.dialect.name == "sqlite":
+        driver = await bulk._driver(conn)
+        cursor = await driver.execute(_SQLITE_LINE_SQL, (run_id,))
+        try:
+            while rows := await cursor.fetchmany(PAGE_ROWS):
+                yield [row[0] for row in rows]
+        finally:
+            await cursor.close()
+        return
+    async for page in check_pages(conn, run_id):
+        yield list(map(check_line, page))
 
 
 async def _pg_pages(conn: AsyncConnection, run_id: int) -> AsyncIterator[list[Row]]:
