@@ -120,14 +120,15 @@ async def verify_chain(
         prev = link
     if first_run is None and last_run is None:
         since = chain[0].sealed_at
-        unsealed = await store.unsealed_runs(conn, since)
+        first_run = min(link.run_id for link in chain)
+        unsealed = await store.unsealed_runs(conn, since, first_run)
         if unsealed:
             run_id, status = unsealed[0]
             raise EvidenceMismatch(
                 f"run {run_id} ({status}) ended after the chain began but has no link: its "
                 "link was deleted, or its status changed"
             )
-        older = await store.runs_before_chain(conn, since)
+        older = await store.runs_before_chain(conn, since, first_run)
         if older:
             report(f"-- {older} runs ended before the chain began (before evidence was recorded)")
     head = chain[-1]

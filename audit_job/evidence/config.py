@@ -42,7 +42,8 @@ def strip_url_credentials(url: str) -> str:
     except ArgumentError:
         return re.sub(r"(://[^:/@]*):[^@]*@", r"\1@", url.split("?", 1)[0])
     query = {k: v for k, v in parsed.query.items() if not _CREDENTIAL_PARAM.search(k)}
-    return parsed.set(password=None, query=query).render_as_string(hide_password=False)
+    # URL.set() reads password=None as "leave it": replace the field itself.
+    return parsed._replace(password=None).set(query=query).render_as_string(hide_password=False)
 
 
 def evidence_config(settings: Settings) -> dict[str, Any]:

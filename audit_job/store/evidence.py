@@ -236,22 +236,30 @@ async def run_digests(conn: AsyncConnection, run_ids: Sequence[int]) -> dict[int
     return {int(row.run_id): row.digest for row in await conn.execute(stmt)}
 
 
-async def unsealed_runs(conn: AsyncConnection, since: datetime) -> list[tuple[int, str]]:
-    """Runs in a sealed status that ended at or after `since` and have no link."""
+def _unlinked_sealed_runs(since: datetime, first_run_id: int) -> Any:
+    """Runs in a sealed status with no link that ended after the chain began: after its
+    first link was made, or created after the first run in it (ids only grow)."""
     linked = select(audit_chain.c.run_id).where(audit_chain.c.run_id == audit_run.c.id)
+    return (
+        audit_run.c.status.in_([s.value for s in SEALED]),
+        ~linked.exists(),
+        (audit_run.c.finished_at >= since) | (audit_run.c.id > first_run_id),
+    )
+
+
+async def unsealed_runs(
+    conn: AsyncConnection, since: datetime, first_run_id: int
+) -> list[tuple[int, str]]:
+    """Runs that should have a link and have none (see _unlinked_sealed_runs)."""
     stmt = (
         select(audit_run.c.id, audit_run.c.status)
-        .where(
-            audit_run.c.status.in_([s.value for s in SEALED]),
-            audit_run.c.finished_at >= since,
-            ~linked.exists(),
-        )
+        .where(*_unlinked_sealed_runs(since, first_run_id))
         .order_by(audit_run.c.id)
     )
     return [(int(row.id), row.status) for row in await conn.execute(stmt)]
 
 
-async def runs_before_chain(conn: AsyncConnection, since: datetime) -> int:
+async def runs_before_chain(conn: AsyncConnection, since: datetime, first_run_id: int) -> int:
     """How many runs ended before the chain began (before evidence was recorded)."""
     linked = select(audit_chain.c.run_id).where(audit_chain.c.run_id == audit_run.c.id)
     stmt = (
@@ -259,8 +267,9 @@ async def runs_before_chain(conn: AsyncConnection, since: datetime) -> int:
         .select_from(audit_run)
         .where(
             audit_run.c.status.in_([s.value for s in SEALED]),
-            audit_run.c.finished_at < since,
             ~linked.exists(),
+            audit_run.c.finished_at < since,
+            audit_run.c.id < first_run_id,
         )
     )
     return int((await conn.execute(stmt)).scalar_one())
