@@ -284,24 +284,46 @@ def _result(number: int, raw: bytes) -> dict[str, Any]:
 
 
 def _check_rows(folder: Path, header: dict[str, Any], report: Report) -> None:
+    """results.jsonl alone first (form, order, counts against run.json), then the CSVs
+    against it line by line: two passes, so each problem is named where it is."""
     counts = dict.fromkeys(_STATUSES, 0)
-    results_csv = _csv_rows(folder, f.RESULTS_CSV, canonical.CHECK_FIELDS)
-    snapshot = _csv_rows(folder, f.SNAPSHOT, f.SNAPSHOT_HEADER)
     previous: tuple[bytes, bytes] | None = None
     number = 0
     with (folder / f.RESULTS).open("rb") as handle:
         for number, raw in enumerate(handle, 1):
             row = _result(number, raw)
             pair = (row["app_id"].encode("utf-8"), row["user_id"].encode("utf-8"))
-            shown = f"({row['app_id']}, {row['user_id']})"
             if previous is not None and pair <= previous:
                 what = "appears twice" if pair == previous else "is out of order"
                 raise _fail(
-                    f"{f.RESULTS} line {number}: pair {shown} {what} (ordered by app_id, "
-                    "user_id, UTF-8 bytes; one row per pair)"
+                    f"{f.RESULTS} line {number}: pair ({row['app_id']}, {row['user_id']}) "
+                    f"{what} (ordered by app_id, user_id, UTF-8 bytes; one row per pair)"
                 )
             previous = pair
             counts[row["status"]] += 1
+    for key, actual in (
+        ("total", number),
+        ("active", counts["active"]),
+        ("inactive", counts["inactive"]),
+        ("failed", counts["error"]),
+    ):
+        if header[key] != actual:
+            raise _fail(f"{f.RUN_JSON}: {key} is {header[key]} but {f.RESULTS} has {actual}")
+    report(
+        f"ok {f.RESULTS}: {number} rows, canonical, in order, no pair twice; counts equal "
+        f"run.json's (active {counts['active']}, inactive {counts['inactive']}, error "
+        f"{counts['error']}, pending {counts['pending']})"
+    )
+    _check_csvs(folder, number, report)
+
+
+def _check_csvs(folder: Path, rows: int, report: Report) -> None:
+    results_csv = _csv_rows(folder, f.RESULTS_CSV, canonical.CHECK_FIELDS)
+    snapshot = _csv_rows(folder, f.SNAPSHOT, f.SNAPSHOT_HEADER)
+    with (folder / f.RESULTS).open("rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            row = json.loads(raw)
+            shown = f"({row['app_id']}, {row['user_id']})"
             expected = [f.csv_value(row[k]) for k in canonical.CHECK_FIELDS]
             csv_line, csv_row = next(results_csv, (None, None))
             if csv_row != expected:
@@ -324,21 +346,8 @@ def _check_rows(folder: Path, header: dict[str, Any], report: Report) -> None:
             f"{f.SNAPSHOT} line {extra[0]}: pair ({', '.join(extra[1])}) has no result in "
             f"{f.RESULTS}"
         )
-    for key, actual in (
-        ("total", number),
-        ("active", counts["active"]),
-        ("inactive", counts["inactive"]),
-        ("failed", counts["error"]),
-    ):
-        if header[key] != actual:
-            raise _fail(f"{f.RUN_JSON}: {key} is {header[key]} but {f.RESULTS} has {actual}")
-    report(
-        f"ok {f.RESULTS}: {number} rows, canonical, in order, no pair twice; counts equal "
-        f"run.json's (active {counts['active']}, inactive {counts['inactive']}, error "
-        f"{counts['error']}, pending {counts['pending']})"
-    )
-    report(f"ok {f.RESULTS_CSV}: the same {number} rows")
-    report(f"ok {f.SNAPSHOT}: {number} pairs, each with exactly one result")
+    report(f"ok {f.RESULTS_CSV}: the same {rows} rows")
+    report(f"ok {f.SNAPSHOT}: {rows} pairs, each with exactly one result")
 
 
 def check_links(facts: list[BundleFacts], report: Report) -> None:
