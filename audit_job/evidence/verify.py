@@ -35,6 +35,29 @@ from audit_job.models import CheckStatus
 Report = Callable[[str], None]
 _ACTIVE_BY_STATUS = {"active": True, "inactive": False, "error": None, "pending": None}
 _STATUSES = frozenset(s.value for s in CheckStatus)
+_TEXT, _TEXT_OR_NULL = (str,), (str, type(None))
+_INT, _INT_OR_NULL = (int,), (int, type(None))
+_TYPES = {
+    "app_id": _TEXT,
+    "user_id": _TEXT,
+    "status": _TEXT,
+    "active": (bool, type(None)),
+    "checked_at": _TEXT_OR_NULL,
+    "attempts": _INT,
+    "http_status": _INT_OR_NULL,
+    "status_code": _INT_OR_NULL,
+    "api_code": _INT_OR_NULL,
+    "message": _TEXT_OR_NULL,
+    "request_id": _TEXT_OR_NULL,
+    "latency_ms": _INT_OR_NULL,
+}
+_TYPE_NAMES = {
+    _TEXT: "text",
+    _TEXT_OR_NULL: "text or null",
+    _INT: "an integer",
+    _INT_OR_NULL: "an integer or null",
+    (bool, type(None)): "true, false or null",
+}
 
 
 @dataclass(frozen=True)
@@ -270,6 +293,10 @@ def _result(number: int, raw: bytes) -> dict[str, Any]:
         raise _fail(f"{where}: not valid JSON ({exc})") from None
     if not isinstance(row, dict) or set(row) != set(canonical.CHECK_FIELDS):
         raise _fail(f"{where}: must have exactly the keys {', '.join(canonical.CHECK_FIELDS)}")
+    for key, kinds in _TYPES.items():
+        value = row[key]
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            raise _fail(f"{where}: {key} is not {_TYPE_NAMES[kinds]}")
     try:
         canonical_form = canonical.check_line(tuple(row[k] for k in canonical.CHECK_FIELDS))
     except (TypeError, ValueError):

@@ -110,3 +110,55 @@ def test_the_configuration_loses_every_secret_and_keeps_the_rest() -> None:
     assert data["source"]["query"] == "SELECT app_id, user_id FROM t"
     assert body == canonical.line(data) and digest == canonical.sha256_hex(body)
     assert strip_url_credentials("not a url://u:p@h") == "not a url://u@h"
+
+
+SQLITE_ROWS = st.lists(
+    st.tuples(
+        st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"),
+                min_size=1, max_size=20),
+        st.none() | st.text(st.characters(blacklist_categories=("Cs",),
+                                          blacklist_characters="\0"), max_size=30),
+        st.none() | st.booleans(),
+        st.none() | INT,
+        st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1)),
+    ),
+    min_size=1,
+    max_size=8,
+    unique_by=lambda row: row[0],
+)  # fmt: skip
+
+
+@given(SQLITE_ROWS)
+def test_sqlites_own_lines_equal_the_template(rows: list[tuple]) -> None:
+    """On SQLite the database writes each line (store/evidence_rows.py): byte for byte
+    what the template (and so json.dumps) writes from the same row."""
+    import sqlite3
+
+    from sqlalchemy import create_engine
+
+    from audit_job.store.evidence_rows import _SQLITE_LINE_SQL
+    from audit_job.store.tables import metadata, session_check
+
+    engine = create_engine("sqlite://")
+    metadata.create_all(engine, tables=[session_check.metadata.tables["audit_run"], session_check])
+    raw = engine.raw_connection().driver_connection
+    assert isinstance(raw, sqlite3.Connection)
+    raw.execute("INSERT INTO audit_run (id, trigger, status, started_at, total, active, inactive,"
+                " failed, retries, throttled) VALUES (1, 'manual', 'succeeded', '2026-01-01', 0,"
+                " 0, 0, 0, 0, 0)")  # fmt: skip
+    for user, message, active, api_code, at in rows:
+        raw.execute(
+            "INSERT INTO session_check (run_id, app_id, user_id, status, active, checked_at,"
+            " attempts, api_code, message) VALUES (1, 'app', ?, 'active', ?, ?, 1, ?, ?)",
+            (user, active, at.isoformat(" ", "microseconds"), api_code, message),
+        )
+    lines = [row[0] for row in raw.execute(_SQLITE_LINE_SQL, (1,))]
+    expected = sorted(
+        (
+            ("app", user, "active", active, at.isoformat("T", "microseconds") + "Z", 1, None, None,
+             api_code, message, None, None)
+            for user, message, active, api_code, at in rows
+        ),
+        key=lambda row: row[1].encode(),
+    )  # fmt: skip
+    assert lines == [canonical.check_line(row) for row in expected]
