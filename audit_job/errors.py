@@ -9,7 +9,8 @@
     │   └── TlsRejected (1)       certificate verification failed
     ├── RunConflict (1)           another run is live
     ├── NotFound (1)              a run id or similar does not exist
-    └── FencedOut (1)             this node lost leadership mid-run
+    ├── FencedOut (1)             this node lost leadership mid-run
+    └── EvidenceMismatch (1)      a bundle or the hash chain does not verify
 
 A pair that ends in error is data, not an exception: `run` exits 3 when any exist.
 """
@@ -60,4 +61,8 @@ class NotFound(AuditJobError):
 
 
 class FencedOut(AuditJobError):
+    pass
+
+
+class EvidenceMismatch(AuditJobError):
     pass

@@ -79,6 +79,7 @@ class HtmlData:
     changes: list[dict[str, Any]] = field(default_factory=list)
     changes_truncated: bool = False
     newly_seen: int = 0
+    digests: dict[int, str] = field(default_factory=dict)  # run id -> hash-chain digest
 
 
 def _time(value: datetime | None, zone: tzinfo | None) -> str:
@@ -185,6 +186,22 @@ def _legend(apps: Sequence[str]) -> str:
     return f'<ul class="legend">{items}</ul>'
 
 
+def _digests(data: HtmlData) -> str:
+    """Each charted run's digest (audit-job verify --db recomputes them)."""
+    rows = "".join(
+        f"<tr><td class='n'>{run_id}</td><td><code>"
+        f"{escape(data.digests.get(run_id, 'not sealed'))}</code></td></tr>"
+        for run_id, _started in reversed(data.series_runs)
+    )
+    return (
+        "<h2>Evidence: run digests</h2>"
+        "<p class='meta'>SHA-256 of each run's canonical form, chained run to run; "
+        "check them with <code>audit-job verify --db</code>.</p>"
+        f"<table id='digests'><thead><tr><th>run</th><th>digest</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table>"
+    )
+
+
 def render(data: HtmlData, zone: tzinfo) -> str:
     run = data.run
     compared = (
@@ -228,6 +245,7 @@ def render(data: HtmlData, zone: tzinfo) -> str:
             else "<h2>Changes</h2>",
             flips,
             flips_note,
+            _digests(data),
             "</body></html>",
         ]
     )

@@ -17,6 +17,7 @@ import typer
 from audit_job import __version__, logs
 from audit_job.cli import admin, check, daemon, demo, emulator, report, run, targets
 from audit_job.cli import events as events_cli
+from audit_job.cli import evidence as evidence_cli
 from audit_job.cli import violations as violations_cli
 from audit_job.cli.common import Globals
 from audit_job.errors import EXIT_FATAL, EXIT_INTERRUPTED, EXIT_USAGE, AuditJobError
@@ -72,6 +73,7 @@ for family in (
     violations_cli,
 ):
     family.register(app)
+evidence_cli.register(app)  # evidence bundles, keygen, verify
 
 
 def main(argv: list[str] | None = None) -> int:

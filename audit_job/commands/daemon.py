@@ -577,6 +577,7 @@ class Daemon:
         if exc is None:
             summary = task.result()
             self.metrics.run_ended(summary.status.value, summary.duration_seconds)
+            self._spawn(self._bundle(summary.run_id))  # evidence: [evidence] dir
             return
         self.metrics.run_ended(None, time.monotonic() - started)
         if isinstance(exc, RunConflict) and slot is not None and self.epoch is not None:
@@ -595,6 +596,14 @@ class Daemon:
                 # When the run could not even be created, the slot still gets its row.
                 message = f"the run could not start: {exc}"
                 await self._record(self.epoch, slot, RunStatus.MISSED, message, (slot, slot, 1))
+
+    async def _bundle(self, run_id: int) -> None:
+        """The run's evidence bundle, beside the schedule (never raises; off unless
+        `[evidence] dir` is set)."""
+        from audit_job.commands.evidence import write_scheduled_bundle
+
+        assert self.engine is not None
+        await write_scheduled_bundle(self.loaded.settings, self.engine, run_id)
 
     async def _prune(self, keep_days: int) -> None:
         assert self.engine is not None

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from audit_job.commands.database import open_database
 from audit_job.config import Settings
 from audit_job.errors import ConfigError
+from audit_job.store import evidence as evidence_store
 from audit_job.store import reports as store
 from audit_job.store.types import utcnow
 
@@ -59,6 +60,8 @@ async def prune(
             while True:
                 async with engine.begin() as conn:
                     deleted = await store.delete_checks_batch(conn, run_id, batch)
+                    if deleted:  # the chain keeps the run's links, not its content
+                        await evidence_store.mark_pruned(conn, run_id)
                 removed += deleted
                 if deleted < batch:
                     break

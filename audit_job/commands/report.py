@@ -23,6 +23,7 @@ from audit_job.config import Settings
 from audit_job.errors import ConfigError, NotFound
 from audit_job.html_report import HtmlData
 from audit_job.models import CheckStatus
+from audit_job.store import evidence as evidence_store
 from audit_job.store import reports as store
 from audit_job.store import runs as run_store
 from audit_job.store.types import utcnow
@@ -226,6 +227,7 @@ async def html_data(
             counts = await store.app_status_counts(conn, ids)
             times = await store.run_times(conn, ids)
             (run_row,) = await store.recent_runs(conn, 1, rep.run_id)
+            digests = await evidence_store.run_digests(conn, ids)
         apps = sorted({app for per_app in counts.values() for app in per_app})
         series = {app: [active_pct(counts[i].get(app)) for i in ids] for app in apps}
         flips: list[dict[str, Any]] = []
@@ -250,4 +252,5 @@ async def html_data(
         changes=flips,
         changes_truncated=truncated,
         newly_seen=newly_seen,
+        digests=digests,
     )

@@ -40,6 +40,7 @@ from audit_job.errors import (
 from audit_job.limiter import AdaptiveRateLimiter
 from audit_job.models import RunStatus, RunTrigger
 from audit_job.pipeline import End, Pipeline, PipelineSettings, Progress
+from audit_job.store import evidence as evidence_store
 from audit_job.store import runs as store
 from audit_job.store import targets as target_store
 from audit_job.store.engine import describe_db_error, opened
@@ -186,6 +187,7 @@ async def _create(
             )
         except IntegrityError as exc:
             raise RunConflict(f"schedule slot {request.scheduled_for} already has a run") from exc
+        await evidence_store.record_config(conn, run_id, settings)  # evidence: config digest
     await _snapshot(engine, run_id, settings, request.app_id, request.user_id)
     return run_id
 
@@ -426,6 +428,7 @@ async def _finish(
         status, message = _final_status(end, error, counts, run_id, resume_hint)
         if owner and status is not None:
             counts = await store.finish_run(conn, run_id, status, message, counts)
+            await evidence_store.seal_run(conn, run_id)  # evidence: the chain's next link
     duration = time.monotonic() - progress.started_at
     summary = RunSummary(
         run_id=run_id,

@@ -178,6 +178,15 @@ class RetentionSettings(BaseModel):
     keep_days: Annotated[int, Field(ge=1)] | None = None
 
 
+class EvidenceSettings(BaseModel):
+    """Bundles the daemon writes after each scheduled run (commands/evidence.py)."""
+
+    model_config = STRICT
+    dir: str | None = None
+    keep: Annotated[int, Field(ge=1)] | None = None
+    sign_key: str | None = None
+
+
 class Settings(BaseModel):
     model_config = STRICT
     database: DatabaseSettings = DatabaseSettings()
@@ -202,3 +211,5 @@ class Settings(BaseModel):
                 )
             seen[sink.name] = number
         return sinks
+
+    evidence: EvidenceSettings = EvidenceSettings()

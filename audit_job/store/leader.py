@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from audit_job.errors import FencedOut, RunConflict
 from audit_job.models import RunStatus, RunTrigger
+from audit_job.store import evidence
 from audit_job.store.dialect import insert_ignore
 from audit_job.store.runs import Fence, owner_tag
 from audit_job.store.tables import audit_run, leader_lease
@@ -189,7 +190,15 @@ async def record_slot(
     if missed is not None:
         values["missed_first"], values["missed_last"], values["missed_count"] = missed
     stmt = insert_ignore(audit_run, conn.dialect.name, ["scheduled_for"]).values(**values)
-    return (await conn.execute(stmt)).rowcount == 1
+    if (await conn.execute(stmt)).rowcount != 1:
+        return False
+    # Slot rows are final: they join the hash chain, so the schedule's record is
+    # tamper-evident too (store/evidence.py).
+    run_id = (
+        await conn.execute(select(audit_run.c.id).where(audit_run.c.scheduled_for == slot))
+    ).scalar_one()
+    await evidence.seal_run(conn, run_id)
+    return True
 
 
 async def interrupt_superseded(conn: AsyncConnection, epoch: int) -> list[int]:

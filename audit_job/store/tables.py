@@ -4,6 +4,7 @@ public (people query them with SQL), so change them only with a migration and a 
 from __future__ import annotations
 
 from sqlalchemy import (
+    CHAR,
     Boolean,
     CheckConstraint,
     Column,
@@ -27,6 +28,7 @@ MESSAGE_LENGTH = 512
 REQUEST_ID_LENGTH = 128
 HOST_LENGTH = 255
 KEY_ID_LENGTH = 128  # with the host, under MySQL's 3072-byte key limit in utf8mb4
+DIGEST_LENGTH = 64  # SHA-256, lowercase hex
 
 metadata = MetaData(
     naming_convention={
@@ -80,6 +82,10 @@ audit_run = Table(
     Column("missed_first", UtcDateTime),
     Column("missed_last", UtcDateTime),
     Column("snapshot_at", UtcDateTime),  # set once every pair of the run is in session_check
+    # Evidence (migration 0009): the settings that produced the run (audit_config), and
+    # when prune deleted its checks (the chain then checks its links only).
+    Column("config_digest", CHAR(DIGEST_LENGTH)),
+    Column("pruned_at", UtcDateTime),
     CheckConstraint(_one_of("status", [s.value for s in RunStatus]), name="status"),
     UniqueConstraint("scheduled_for"),
     Index(None, "status"),
@@ -245,4 +251,32 @@ audit_sink = Table(
     Column("last_error_at", UtcDateTime),
     Column("lease_owner", String(255)),
     Column("lease_expires_at", UtcDateTime),
+)
+
+
+# -- evidence (audit_job/evidence, store/evidence.py) ---------------------------------------
+
+# The effective configuration of runs, secrets removed: one row per distinct body.
+audit_config = Table(
+    "audit_config",
+    metadata,
+    Column("digest", CHAR(DIGEST_LENGTH), primary_key=True),  # SHA-256 of body
+    Column("body", Text, nullable=False),  # config.json: one canonical JSON line
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+# The hash chain: one link per run end, in the order runs ended. Link `seq` holds the
+# digest of its run's canonical form, whose header holds `prev_digest`, the digest of
+# link seq - 1. A run that is resumed after a sealed end (a failed run) gets a later link;
+# its earlier one stays, superseded.
+audit_chain = Table(
+    "audit_chain",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("run_id", Integer, ForeignKey("audit_run.id"), nullable=False),
+    Column("status", String(32), nullable=False),  # the run's status when sealed
+    Column("digest", CHAR(DIGEST_LENGTH), nullable=False),
+    Column("prev_digest", CHAR(DIGEST_LENGTH)),
+    Column("sealed_at", UtcDateTime, nullable=False),
+    Index(None, "run_id"),
 )
