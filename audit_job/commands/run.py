@@ -39,7 +39,8 @@ from audit_job.errors import (
 )
 from audit_job.limiter import AdaptiveRateLimiter
 from audit_job.models import RunStatus, RunTrigger
-from audit_job.pipeline import End, Pipeline, PipelineSettings, Progress
+from audit_job.pipeline import End, Pipeline, PipelineSettings
+from audit_job.progress_counters import Progress
 from audit_job.store import runs as store
 from audit_job.store import targets as target_store
 from audit_job.store.engine import describe_db_error, opened
