@@ -27,7 +27,6 @@ import json
 import logging
 import ssl
 import time
-from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, NoReturn, Protocol
@@ -37,6 +36,7 @@ import yarl
 
 from audit_job import __version__
 from audit_job.classify import classify_exception, classify_response
+from audit_job.client.stats import ClientStats
 from audit_job.config import AuditSettings, AuthingSettings, LoadedConfig
 from audit_job.deadlines import DeadlineWatch
 from audit_job.errors import ApiError, AuthRejected, ConfigError, TlsRejected
@@ -55,7 +55,6 @@ log = logging.getLogger(__name__)
 
 SDK_VERSION = f"audit-job:{__version__}"
 CLOCK_SKEW_LIMIT_SECONDS = 60.0  # spec 6: report a skew above a minute
-LATENCY_SAMPLES = 4096
 
 _perf = time.perf_counter
 _current_task = asyncio.current_task
@@ -78,57 +77,6 @@ class RateLimiter(Protocol):
     async def acquire(self) -> None: ...
 
     def on_throttle(self) -> object: ...
-
-
-class ClientStats:
-    """Plain counters for one client; read by metrics and the run summary.
-
-    `requests` counts check-session-status requests sent, `token_requests` token fetches;
-    `responses` HTTP statuses of answers that arrived; `answers` classified attempts by
-    kind; `retries` attempts after a pair's first; `transport_errors` attempts that got no
-    answer (timeout, reset, refused, TLS). `latency_samples` keeps the latest attempt
-    latencies in seconds; `observe_latency`, when set, is called with each one as well.
-    """
-
-    __slots__ = (
-        "answers",
-        "auth_failures",
-        "latency_samples",
-        "observe_latency",
-        "requests",
-        "responses",
-        "retries",
-        "throttled",
-        "token_requests",
-        "transport_errors",
-    )
-
-    def __init__(self, observe_latency: Callable[[float], None] | None = None) -> None:
-        self.requests = 0
-        self.token_requests = 0
-        self.responses: dict[int, int] = {}
-        self.answers: dict[AnswerKind, int] = dict.fromkeys(AnswerKind, 0)
-        self.retries = 0
-        self.throttled = 0
-        self.auth_failures = 0
-        self.transport_errors = 0
-        self.latency_samples: deque[float] = deque(maxlen=LATENCY_SAMPLES)
-        self.observe_latency = observe_latency
-
-    def count_token_request(self) -> None:
-        self.token_requests += 1
-
-    def snapshot(self) -> dict[str, Any]:
-        return {
-            "requests": self.requests,
-            "token_requests": self.token_requests,
-            "responses": dict(self.responses),
-            "answers": {kind.value: n for kind, n in self.answers.items()},
-            "retries": self.retries,
-            "throttled": self.throttled,
-            "auth_failures": self.auth_failures,
-            "transport_errors": self.transport_errors,
-        }
 
 
 class _Attempts:
