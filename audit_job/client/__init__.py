@@ -2,9 +2,11 @@
 
 - `check.py`: AuthingClient, the request path (a pair's check, its retries, one attempt).
 - `stats.py`: ClientStats, the counters metrics and the run summary read.
+- `tls.py`: ssl_setting, what the connector verifies certificates with.
 """
 
-from audit_job.client.check import AuthingClient, ssl_setting
+from audit_job.client.check import AuthingClient
 from audit_job.client.stats import ClientStats
+from audit_job.client.tls import ssl_setting
 
 __all__ = ["AuthingClient", "ClientStats", "ssl_setting"]

@@ -24,8 +24,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import logging
-import ssl
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -37,9 +35,10 @@ import yarl
 from audit_job import __version__
 from audit_job.classify import classify_exception, classify_response
 from audit_job.client.stats import ClientStats
+from audit_job.client.tls import ssl_setting
 from audit_job.config import AuditSettings, AuthingSettings, LoadedConfig
 from audit_job.deadlines import DeadlineWatch
-from audit_job.errors import ApiError, AuthRejected, ConfigError, TlsRejected
+from audit_job.errors import ApiError, AuthRejected, TlsRejected
 from audit_job.limiter import AdaptiveRateLimiter
 from audit_job.models import Answer, AnswerKind, CheckResult, CheckStatus, Pair
 from audit_job.retry import (
@@ -50,8 +49,6 @@ from audit_job.retry import (
 )
 from audit_job.signing import CHECK_SESSION_PATH, Signer, check_body
 from audit_job.token import ManagementToken, TokenProvider
-
-log = logging.getLogger(__name__)
 
 SDK_VERSION = f"audit-job:{__version__}"
 CLOCK_SKEW_LIMIT_SECONDS = 60.0  # spec 6: report a skew above a minute
@@ -89,25 +86,6 @@ class _Attempts:
         self.throttled = throttled
         self.latency_seconds = latency_seconds
         self.refreshed = refreshed
-
-
-def ssl_setting(authing: AuthingSettings) -> ssl.SSLContext | bool:
-    """What the connector verifies with: on by default, a CA bundle, or off (with a warning)."""
-    if not authing.verify_tls:
-        log.warning(
-            "[authing] verify_tls = false: TLS certificates of %s are NOT verified",
-            authing.host,
-            extra={"event": "tls_unverified"},
-        )
-        return False
-    if authing.ca_bundle:
-        try:
-            return ssl.create_default_context(cafile=authing.ca_bundle)
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(
-                f"[authing] ca_bundle: cannot load {authing.ca_bundle!r}: {exc}"
-            ) from None
-    return True
 
 
 class AuthingClient:
