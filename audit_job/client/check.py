@@ -34,11 +34,12 @@ import yarl
 
 from audit_job import __version__
 from audit_job.classify import classify_exception, classify_response
+from audit_job.client.rejection import auth_rejection, tls_rejection
 from audit_job.client.stats import ClientStats
 from audit_job.client.tls import ssl_setting
 from audit_job.config import AuditSettings, AuthingSettings, LoadedConfig
 from audit_job.deadlines import DeadlineWatch
-from audit_job.errors import ApiError, AuthRejected, TlsRejected
+from audit_job.errors import ApiError, AuthRejected
 from audit_job.limiter import AdaptiveRateLimiter
 from audit_job.models import Answer, AnswerKind, CheckResult, CheckStatus, Pair
 from audit_job.retry import (
@@ -51,7 +52,6 @@ from audit_job.signing import CHECK_SESSION_PATH, Signer, check_body
 from audit_job.token import ManagementToken, TokenProvider
 
 SDK_VERSION = f"audit-job:{__version__}"
-CLOCK_SKEW_LIMIT_SECONDS = 60.0  # spec 6: report a skew above a minute
 
 _perf = time.perf_counter
 _current_task = asyncio.current_task
@@ -387,13 +387,7 @@ class AuthingClient:
                 stats.throttled += 1
                 self.limiter.on_throttle()
         elif kind is _FATAL:
-            self._stop_run(
-                TlsRejected(
-                    f"{self.host}: TLS certificate verification failed ({answer.detail}); "
-                    "set [authing] ca_bundle to trust a private CA, or (insecure) "
-                    "[authing] verify_tls = false"
-                )
-            )
+            self._stop_run(tls_rejection(self.host, answer))
         if self._failure is not None:  # stopped while this request was in flight
             raise self._failure
         return answer, latency, token
@@ -433,32 +427,9 @@ class AuthingClient:
 
     def auth_rejection(self, answer: Answer, times: int = 1) -> AuthRejected:
         """The error for an auth-class answer: codes, server message, clock skew (spec 6)."""
-        return AuthRejected(self._auth_message(answer, times))
-
-    def _auth_message(self, answer: Answer, times: int) -> str:
-        codes = [f"HTTP {answer.http_status}"]
-        if answer.status_code is not None:
-            codes.append(f"statusCode {answer.status_code}")
-        if answer.api_code is not None:
-            codes.append(f"apiCode {answer.api_code}")
-        said = f": {answer.message[:120]}" if answer.message else ""
-        if answer.status_code is None:  # no envelope: the detail says more (3xx, 404 page)
-            said = f": {answer.detail}"
-        repeated = f" {times} times in a row" if times > 1 else ""
-        text = (
-            f"{self.host}: credentials rejected{repeated} "
-            f"({', '.join(codes)}{said}); check [authing] access_key_id, access_key_secret, "
-            f"auth ({self.authing.auth}) and host"
-        )
-        if self._signer is not None and answer.server_date is not None:
-            skew = self._clock() - answer.server_date.timestamp()
-            if abs(skew) > CLOCK_SKEW_LIMIT_SECONDS:
-                text += (
-                    f"; the local clock is {abs(skew):.0f} s "
-                    f"{'ahead of' if skew > 0 else 'behind'} the server's Date, and signed "
-                    "requests carry the date: synchronise the clock (NTP)"
-                )
-        return text
+        # Only signed requests carry the local date, so only they get the clock-skew hint.
+        clock = self._clock if self._signer is not None else None
+        return auth_rejection(answer, times, host=self.host, auth=self.authing.auth, clock=clock)
 
     def _stop_run(self, failure: ApiError) -> NoReturn:
         if self._failure is None:
