@@ -32,8 +32,8 @@ from typing import Any, NoReturn, Protocol
 import aiohttp
 import yarl
 
-from audit_job import __version__
 from audit_job.classify import classify_exception, classify_response
+from audit_job.client.headers import SDK_VERSION, bearer_headers
 from audit_job.client.rejection import auth_rejection, tls_rejection
 from audit_job.client.stats import ClientStats
 from audit_job.client.tls import ssl_setting
@@ -50,8 +50,6 @@ from audit_job.retry import (
 )
 from audit_job.signing import CHECK_SESSION_PATH, Signer, check_body
 from audit_job.token import ManagementToken, TokenProvider
-
-SDK_VERSION = f"audit-job:{__version__}"
 
 _perf = time.perf_counter
 _current_task = asyncio.current_task
@@ -402,16 +400,8 @@ class AuthingClient:
             except ApiError as exc:  # spec 5: a refused or failing token fetch ends the run
                 self._stop_run(exc)
         cached_for, headers = self._token_headers
-        if cached_for is not current:
-            headers = {
-                "content-type": "application/json",
-                "accept": "application/json",
-                "authorization": f"Bearer {current.access_token}",
-                "x-authing-lang": self.authing.lang,
-                "x-authing-sdk-version": SDK_VERSION,
-            }
-            if current.userpool_id:
-                headers["x-authing-userpool-id"] = current.userpool_id
+        if cached_for is not current:  # built once per token, not per request
+            headers = bearer_headers(current, self.authing.lang)
             self._token_headers = (current, headers)
         return headers, current.access_token
 
