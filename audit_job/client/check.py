@@ -26,7 +26,6 @@ import dataclasses
 import json
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any, NoReturn, Protocol
 
 import aiohttp
@@ -35,6 +34,7 @@ import yarl
 from audit_job.classify import classify_exception, classify_response
 from audit_job.client.headers import SDK_VERSION, bearer_headers
 from audit_job.client.rejection import auth_rejection, tls_rejection
+from audit_job.client.result import final_result
 from audit_job.client.stats import ClientStats
 from audit_job.client.tls import ssl_setting
 from audit_job.config import AuditSettings, AuthingSettings, LoadedConfig
@@ -59,11 +59,6 @@ _PERMANENT = AnswerKind.PERMANENT
 _THROTTLED = AnswerKind.THROTTLED
 _AUTH = AnswerKind.AUTH
 _FATAL = AnswerKind.FATAL
-_FINAL_STATUS = {
-    _ACTIVE: CheckStatus.ACTIVE,
-    _INACTIVE: CheckStatus.INACTIVE,
-    _PERMANENT: CheckStatus.ERROR,
-}
 
 
 class RateLimiter(Protocol):
@@ -221,7 +216,7 @@ class AuthingClient:
         answer, latency, token = await self._attempt(pair, body)
         kind = answer.kind
         if kind is _ACTIVE or kind is _INACTIVE or kind is _PERMANENT:
-            return self._result(answer, 1, latency, 0)
+            return final_result(answer, 1, latency, 0)
         return await self._retry(pair, body, answer, latency, token)
 
     async def check_once(self, pair: Pair) -> tuple[Answer, dict[str, Any] | None, float]:
@@ -262,8 +257,8 @@ class AuthingClient:
             )
             answer = await retrying(self._retry_attempt, pair, body, state)
         if answer.kind.is_final:
-            return self._result(answer, state.count, state.latency_seconds, state.throttled)
-        return self._result(
+            return final_result(answer, state.count, state.latency_seconds, state.throttled)
+        return final_result(
             answer, state.count, state.latency_seconds, state.throttled, CheckStatus.ERROR
         )
 
@@ -293,34 +288,6 @@ class AuthingClient:
                 pass
         if self._failure is not None:
             raise self._failure
-
-    def _result(
-        self,
-        answer: Answer,
-        attempts: int,
-        latency_seconds: float,
-        throttled: int,
-        status: CheckStatus | None = None,
-    ) -> CheckResult:
-        if status is None:
-            status = _FINAL_STATUS[answer.kind]
-        # A success needs no message ("成功"); errors keep the server's words.
-        message = answer.message if status is CheckStatus.ERROR else None
-        if status is CheckStatus.ERROR and (answer.http_status is None or message is None):
-            message = answer.detail  # no answer, or none with words: say what happened
-        return CheckResult(  # positional, in field order: this runs once per pair
-            status,
-            answer.active,
-            datetime.now(UTC),
-            attempts,
-            answer.http_status,
-            answer.status_code,
-            answer.api_code,
-            message,
-            answer.request_id,
-            round(latency_seconds * 1000.0),
-            throttled,
-        )
 
     # -- one attempt -------------------------------------------------------------------------
 
