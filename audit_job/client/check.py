@@ -35,8 +35,8 @@ from audit_job.classify import classify_exception, classify_response
 from audit_job.client.headers import SDK_VERSION, bearer_headers
 from audit_job.client.rejection import auth_rejection, tls_rejection
 from audit_job.client.result import final_result
+from audit_job.client.session import new_session
 from audit_job.client.stats import ClientStats
-from audit_job.client.tls import ssl_setting
 from audit_job.config import AuditSettings, AuthingSettings, LoadedConfig
 from audit_job.deadlines import DeadlineWatch
 from audit_job.errors import ApiError, AuthRejected
@@ -151,16 +151,8 @@ class AuthingClient:
 
     async def __aenter__(self) -> AuthingClient:
         authing = self.authing
-        connector = aiohttp.TCPConnector(
-            limit=self.concurrency, limit_per_host=0, ssl=ssl_setting(authing), ttl_dns_cache=300
-        )
         # No aiohttp timeouts: `_deadlines` limits every attempt (connect included).
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=aiohttp.ClientTimeout(),
-            raise_for_status=False,
-            cookie_jar=aiohttp.DummyCookieJar(),
-        )
+        self._session = new_session(authing, self.concurrency)
         try:
             self._deadlines.start()
             if authing.auth == "signature":

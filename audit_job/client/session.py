@@ -1,10 +1,13 @@
-"""TLS settings of the client's connector: verify by default, trust a CA bundle, or (with a
-warning) verify nothing."""
+"""How the client connects: one aiohttp session per client, its connector (pool size, DNS
+cache) and TLS settings (verify by default, trust a CA bundle, or, with a warning, verify
+nothing)."""
 
 from __future__ import annotations
 
 import logging
 import ssl
+
+import aiohttp
 
 from audit_job.config import AuthingSettings
 from audit_job.errors import ConfigError
@@ -29,3 +32,18 @@ def ssl_setting(authing: AuthingSettings) -> ssl.SSLContext | bool:
                 f"[authing] ca_bundle: cannot load {authing.ca_bundle!r}: {exc}"
             ) from None
     return True
+
+
+def new_session(authing: AuthingSettings, concurrency: int) -> aiohttp.ClientSession:
+    """The session of one client: at most `concurrency` connections open at once."""
+    connector = aiohttp.TCPConnector(
+        limit=concurrency, limit_per_host=0, ssl=ssl_setting(authing), ttl_dns_cache=300
+    )
+    # No aiohttp timeouts: the client's DeadlineWatch limits every attempt (connect included).
+    # No cookie jar: the API sets none.
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(),
+        raise_for_status=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
+    )
