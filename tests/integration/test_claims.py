@@ -13,7 +13,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from audit_job.models import CheckResult, CheckStatus
-from audit_job.store import runs
+from audit_job.store import runs, snapshot
 from audit_job.store.engine import create_engine
 from audit_job.store.tables import audit_claim, audit_target, audit_worker
 
@@ -40,7 +40,7 @@ async def run_id(engine: AsyncEngine) -> int:
             ],
         )
         run = await runs.create_run(conn, trigger="manual")
-        await runs.snapshot_targets(conn, run, None, None)
+        await snapshot.snapshot_targets(conn, run, None, None)
         for worker in ("w1", "w2"):
             await runs.register_worker(conn, worker, run, 4)
     return run
