@@ -24,6 +24,7 @@ from audit_job.errors import ApiError, FencedOut, StoreUnavailable
 from audit_job.models import CheckResult, Pair
 from audit_job.progress_counters import Progress
 from audit_job.store import runs as store
+from audit_job.store import workers as worker_store
 from audit_job.store.engine import describe_db_error
 
 log = logging.getLogger(__name__)
@@ -234,7 +235,7 @@ class Pipeline:
         async with self.engine.begin() as conn:
             if self.fence is not None:
                 await self.fence(conn)
-            rows = await store.claim_pending(
+            rows = await worker_store.claim_pending(
                 conn,
                 self.run_id,
                 self.worker_id,
@@ -248,7 +249,7 @@ class Pipeline:
 
     async def _others_hold_rows(self) -> bool:
         async with self.engine.connect() as conn:
-            return await store.pending_elsewhere(conn, self.run_id, self.worker_id)
+            return await worker_store.pending_elsewhere(conn, self.run_id, self.worker_id)
 
     # -- checkers ----------------------------------------------------------------------------
 
@@ -343,8 +344,10 @@ class Pipeline:
             await asyncio.sleep(settings.heartbeat_seconds)
             try:
                 async with self.engine.begin() as conn:
-                    await store.beat(conn, self.run_id, self.worker_id, owner=self.owner)
-                    live = await store.live_workers(conn, self.run_id, settings.dead_after_seconds)
+                    await worker_store.beat(conn, self.run_id, self.worker_id, owner=self.owner)
+                    live = await worker_store.live_workers(
+                        conn, self.run_id, settings.dead_after_seconds
+                    )
             except _STORE_ERRORS as exc:
                 log.warning(
                     "heartbeat failed: %s",

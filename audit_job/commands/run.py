@@ -44,6 +44,7 @@ from audit_job.progress_counters import Progress
 from audit_job.store import runs as store
 from audit_job.store import snapshot as snapshot_store
 from audit_job.store import targets as target_store
+from audit_job.store import workers as worker_store
 from audit_job.store.engine import describe_db_error, opened
 from audit_job.store.types import utcnow
 
@@ -339,7 +340,7 @@ async def _drive(
     owner = request.join_run_id is None
     worker_id = uuid.uuid4().hex[:16]
     async with engine.begin() as conn:
-        await store.register_worker(conn, worker_id, run_id, audit.concurrency)
+        await worker_store.register_worker(conn, worker_id, run_id, audit.concurrency)
         counts = await store.status_counts(conn, run_id)
     progress = Progress(
         total=sum(counts.values()), done_before=sum(counts.values()) - counts["pending"]
@@ -416,14 +417,14 @@ async def _finish(
         try:
             async with engine.begin() as conn:
                 await store.mark_interrupted(conn, run_id, f"database unavailable: {error}")
-                await store.unregister_worker(conn, run_id, worker_id)
+                await worker_store.unregister_worker(conn, run_id, worker_id)
         except Exception:
             pass  # still away: the stale heartbeat marks the run dead, resumable all the same
         raise StoreUnavailable(f"run {run_id} stopped: {error}; {resume_hint}")
     async with engine.begin() as conn:
         if fence is not None:  # a newer leader owns the run now: leave its row alone
             await fence(conn)
-        await store.unregister_worker(conn, run_id, worker_id)
+        await worker_store.unregister_worker(conn, run_id, worker_id)
         counts = await store.status_counts(conn, run_id)
         status, message = _final_status(end, error, counts, run_id, resume_hint)
         if owner and status is not None:
