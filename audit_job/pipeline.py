@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from audit_job.errors import ApiError, FencedOut, StoreUnavailable
 from audit_job.models import CheckResult, Pair
 from audit_job.progress_counters import Progress
+from audit_job.store import results as result_store
 from audit_job.store import runs as store
 from audit_job.store import workers as worker_store
 from audit_job.store.engine import describe_db_error
@@ -305,7 +306,7 @@ class Pipeline:
         async with self.engine.begin() as conn:
             if self.fence is not None:
                 await self.fence(conn)  # raises FencedOut: the whole batch rolls back
-            await store.write_results(
+            await result_store.write_results(
                 conn, self.run_id, batch, retries=retries, throttled=throttled
             )
         self.progress.written += len(batch)

@@ -13,7 +13,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from audit_job.models import CheckResult, CheckStatus
-from audit_job.store import runs, snapshot, workers
+from audit_job.store import results, runs, snapshot, workers
 from audit_job.store.engine import create_engine
 from audit_job.store.tables import audit_claim, audit_target, audit_worker
 
@@ -56,7 +56,7 @@ async def answer(engine: AsyncEngine, run_id: int, ids: list[int]) -> None:
     now = datetime.now(UTC)
     result = CheckResult(CheckStatus.ACTIVE, True, now, 1, 200, 200, 200, None, "r", 1)
     async with engine.begin() as conn:
-        await runs.write_results(conn, run_id, [(i, "app", f"id-{i}", result) for i in ids])
+        await results.write_results(conn, run_id, [(i, "app", f"id-{i}", result) for i in ids])
 
 
 async def ranges(engine: AsyncEngine, run_id: int) -> list[tuple[str | None, int, int]]:

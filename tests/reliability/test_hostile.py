@@ -29,6 +29,7 @@ from audit_job.config import AuthingSettings
 from audit_job.errors import ApiError
 from audit_job.limiter import AdaptiveRateLimiter
 from audit_job.models import CheckResult, CheckStatus, Pair
+from audit_job.store import results as result_store
 from audit_job.store import runs as run_store
 from audit_job.store import snapshot as snapshot_store
 from audit_job.store.engine import create_engine
@@ -301,7 +302,7 @@ async def store_all(db_url: str, results: list[tuple[Pair, CheckResult]]) -> Non
                 {"run": run_id},
             )
             by_pair = {(a, u): row_id for row_id, a, u in rows}
-            await run_store.write_results(
+            await result_store.write_results(
                 conn,
                 run_id,
                 [(by_pair[(p.app_id, p.user_id)], p.app_id, p.user_id, r) for p, r in results],
