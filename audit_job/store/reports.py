@@ -1,5 +1,5 @@
 """Read-side queries for the reporting commands: runs, checks, a pair's history, changes
-between two runs, per-app counts, and retention.
+between two runs, per-app counts.
 
 Anything that can be large (checks, changes) is fetched in keyset pages, each page on a
 connection of its own, so an export of a million rows holds one page in memory and no
@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from audit_job.models import CheckStatus, RunStatus
@@ -358,44 +358,3 @@ async def app_status_counts(
         per_app = result[run_id].setdefault(app_id, {s.value: 0 for s in CheckStatus})
         per_app[status] = int(count)
     return result
-
-
-# Retention
-
-
-async def prunable_runs(conn: AsyncConnection, cutoff: datetime) -> list[int]:
-    """Runs started before `cutoff`, except the latest real run and any still running."""
-    latest = (
-        await conn.execute(
-            select(func.max(audit_run.c.id)).where(audit_run.c.status.notin_(NOT_REAL))
-        )
-    ).scalar_one_or_none()
-    stmt = select(audit_run.c.id).where(
-        audit_run.c.started_at < cutoff, audit_run.c.status != RunStatus.RUNNING.value
-    )
-    if latest is not None:
-        stmt = stmt.where(audit_run.c.id != latest)
-    return [row.id for row in await conn.execute(stmt.order_by(audit_run.c.id))]
-
-
-async def count_checks(conn: AsyncConnection, run_id: int) -> int:
-    stmt = select(func.count()).select_from(session_check).where(session_check.c.run_id == run_id)
-    return int((await conn.execute(stmt)).scalar_one())
-
-
-async def delete_checks_batch(conn: AsyncConnection, run_id: int, batch: int) -> int:
-    """Delete up to `batch` checks of a run; ids first, so no DELETE .. LIMIT is needed
-    (PostgreSQL has none, and MySQL refuses LIMIT in an IN subquery)."""
-    ids = [
-        row.id
-        for row in await conn.execute(
-            select(session_check.c.id)
-            .where(session_check.c.run_id == run_id)
-            .order_by(session_check.c.id)
-            .limit(batch)
-        )
-    ]
-    if not ids:
-        return 0
-    await conn.execute(delete(session_check).where(session_check.c.id.in_(ids)))
-    return len(ids)
