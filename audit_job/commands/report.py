@@ -25,6 +25,7 @@ from audit_job.html_report import HtmlData
 from audit_job.models import CheckStatus
 from audit_job.store import reports as store
 from audit_job.store import runs as run_store
+from audit_job.store.reports import listing
 from audit_job.store.types import utcnow
 
 REPORT_COLUMNS = [
@@ -93,7 +94,7 @@ async def resolve_run(conn: AsyncConnection, spec: str | int | None) -> int:
         return run_id
     if not str(spec).isdigit():
         raise ConfigError(f"--run: expected a run id or 'latest', got {spec!r}")
-    if not await store.run_exists(conn, int(spec)):
+    if not await listing.run_exists(conn, int(spec)):
         raise NotFound(f"run {spec} does not exist")
     return int(spec)
 
@@ -105,7 +106,7 @@ def check_status(status: str | None) -> None:
 
 async def runs(settings: Settings, limit: int) -> list[dict[str, Any]]:
     async with open_database(settings) as engine, engine.connect() as conn:
-        return await store.recent_runs(conn, limit)
+        return await listing.recent_runs(conn, limit)
 
 
 async def results(
@@ -152,10 +153,10 @@ async def resolve_changes(
     async with open_database(settings) as engine, engine.connect() as conn:
         run_id = await resolve_run(conn, run)
         if since is None:
-            return run_id, await store.previous_run_id(conn, run_id)
+            return run_id, await listing.previous_run_id(conn, run_id)
         if since.strip().isdigit():
             return run_id, await resolve_run(conn, since.strip())
-        return run_id, await store.run_started_by(conn, parse_time(since, option="--since"))
+        return run_id, await listing.run_started_by(conn, parse_time(since, option="--since"))
 
 
 async def changes(
@@ -205,7 +206,7 @@ def report_rows(
 
 async def report_of(conn: AsyncConnection, run: str | int | None) -> Report:
     run_id = await resolve_run(conn, run)
-    previous = await store.previous_run_id(conn, run_id)
+    previous = await listing.previous_run_id(conn, run_id)
     counts = await store.app_status_counts(conn, [run_id] + ([previous] if previous else []))
     before = counts.get(previous, {}) if previous else {}
     return Report(run_id, previous, report_rows(run_id, previous, counts[run_id], before))
@@ -222,10 +223,10 @@ async def html_data(
     async with open_database(settings) as engine:
         async with engine.connect() as conn:
             rep = await report_of(conn, run)
-            ids = await store.real_run_ids(conn, recent_runs, rep.run_id)
+            ids = await listing.real_run_ids(conn, recent_runs, rep.run_id)
             counts = await store.app_status_counts(conn, ids)
-            times = await store.run_times(conn, ids)
-            (run_row,) = await store.recent_runs(conn, 1, rep.run_id)
+            times = await listing.run_times(conn, ids)
+            (run_row,) = await listing.recent_runs(conn, 1, rep.run_id)
         apps = sorted({app for per_app in counts.values() for app in per_app})
         series = {app: [active_pct(counts[i].get(app)) for i in ids] for app in apps}
         flips: list[dict[str, Any]] = []
