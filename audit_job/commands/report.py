@@ -25,7 +25,7 @@ from audit_job.html_report import HtmlData
 from audit_job.models import CheckStatus
 from audit_job.store import reports as store
 from audit_job.store import runs as run_store
-from audit_job.store.reports import listing
+from audit_job.store.reports import checks, listing
 from audit_job.store.types import utcnow
 
 REPORT_COLUMNS = [
@@ -127,7 +127,7 @@ async def results(
         if run is not None or (since is None and until is None):
             async with engine.connect() as conn:
                 run_id = await resolve_run(conn, run)
-        async for row in store.stream_checks(
+        async for row in checks.stream_checks(
             engine,
             run_id=run_id,
             app_id=app_id,
@@ -141,7 +141,7 @@ async def results(
 
 async def history(settings: Settings, app_id: str, user_id: str) -> AsyncIterator[dict[str, Any]]:
     async with open_database(settings) as engine:
-        async for row in store.stream_history(engine, app_id, user_id):
+        async for row in checks.stream_history(engine, app_id, user_id):
             yield row
 
 
@@ -207,7 +207,7 @@ def report_rows(
 async def report_of(conn: AsyncConnection, run: str | int | None) -> Report:
     run_id = await resolve_run(conn, run)
     previous = await listing.previous_run_id(conn, run_id)
-    counts = await store.app_status_counts(conn, [run_id] + ([previous] if previous else []))
+    counts = await checks.app_status_counts(conn, [run_id] + ([previous] if previous else []))
     before = counts.get(previous, {}) if previous else {}
     return Report(run_id, previous, report_rows(run_id, previous, counts[run_id], before))
 
@@ -224,7 +224,7 @@ async def html_data(
         async with engine.connect() as conn:
             rep = await report_of(conn, run)
             ids = await listing.real_run_ids(conn, recent_runs, rep.run_id)
-            counts = await store.app_status_counts(conn, ids)
+            counts = await checks.app_status_counts(conn, ids)
             times = await listing.run_times(conn, ids)
             (run_row,) = await listing.recent_runs(conn, 1, rep.run_id)
         apps = sorted({app for per_app in counts.values() for app in per_app})
