@@ -25,6 +25,7 @@ from audit_job.html_report import HtmlData
 from audit_job.models import CheckStatus
 from audit_job.store import reports as store
 from audit_job.store import runs as run_store
+from audit_job.store.reports import changes as change_store
 from audit_job.store.reports import checks, listing
 from audit_job.store.types import utcnow
 
@@ -163,7 +164,7 @@ async def changes(
     settings: Settings, run_id: int, base_run_id: int | None
 ) -> AsyncIterator[dict[str, Any]]:
     async with open_database(settings) as engine:
-        async for row in store.stream_changes(engine, run_id, base_run_id):
+        async for row in change_store.stream_changes(engine, run_id, base_run_id):
             yield row
 
 
@@ -231,7 +232,7 @@ async def html_data(
         series = {app: [active_pct(counts[i].get(app)) for i in ids] for app in apps}
         flips: list[dict[str, Any]] = []
         truncated, newly_seen = False, 0
-        rows = store.stream_changes(engine, rep.run_id, rep.previous_run_id, page=500)
+        rows = change_store.stream_changes(engine, rep.run_id, rep.previous_run_id, page=500)
         async with contextlib.aclosing(rows):
             async for row in rows:
                 if row["change"] == store.NEWLY_SEEN:

@@ -1,23 +1,20 @@
-"""Read-side queries for the reporting commands: runs, checks, a pair's history, changes
-between two runs, per-app counts.
+"""Read-side queries for the reporting commands, and the words they share: the column
+names of each export (the CLI's headers) and the labels of a change.
+
+- `listing.py`: the run list and which runs a report refers to.
+- `checks.py`: check exports, a pair's history, per-app counts.
+- `changes.py`: how one run differs from another, pair by pair.
 
 Anything that can be large (checks, changes) is fetched in keyset pages, each page on a
 connection of its own, so an export of a million rows holds one page in memory and no
 transaction stays open for the whole export. Plain SQL shapes only (LEFT JOIN, no FULL
 OUTER JOIN, no window functions) so the same statements run on SQLite, PostgreSQL and
-MySQL/MariaDB.
+MySQL/MariaDB. Retention (deleting old checks) is store/retention.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
-
-from sqlalchemy import and_, or_, select
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from audit_job.models import RunStatus
-from audit_job.store.tables import audit_target, session_check
 
 PAGE = 5000
 NOT_REAL = (RunStatus.SKIPPED_OVERLAP.value, RunStatus.MISSED.value)  # runs without checks
@@ -71,122 +68,3 @@ DEACTIVATED = "active->inactive"
 NEWLY_SEEN = "newly_seen"
 GONE = "gone_from_targets"
 FIRST_SEEN = "first_seen"
-
-
-async def stream_changes(
-    engine: AsyncEngine, run_id: int, base_run_id: int | None, page: int = PAGE
-) -> AsyncIterator[dict[str, Any]]:
-    """How run `run_id` differs from run `base_run_id`, pair by pair.
-
-    - inactive->active / active->inactive: both runs answered and the answers differ;
-    - newly_seen: the pair is in this run and was not in the base run;
-    - gone_from_targets: the pair was in the base run, is not in this one, and is no
-      longer an enabled target (a run narrowed with --app does not make pairs "gone").
-    An error on either side is no answer, so no change.
-    """
-    now, before = session_check.alias("now_check"), session_check.alias("base_check")
-    last = 0
-    while True:
-        stmt = (
-            select(
-                now.c.id,
-                now.c.app_id,
-                now.c.user_id,
-                now.c.status.label("to_status"),
-                now.c.active.label("to_active"),
-                now.c.checked_at,
-                before.c.run_id.label("from_run_id"),
-                before.c.status.label("from_status"),
-            )
-            .select_from(
-                now.outerjoin(
-                    before,
-                    and_(
-                        before.c.run_id == base_run_id,
-                        before.c.app_id == now.c.app_id,
-                        before.c.user_id == now.c.user_id,
-                    ),
-                )
-            )
-            .where(
-                now.c.run_id == run_id,
-                now.c.id > last,
-                or_(
-                    before.c.id.is_(None),
-                    and_(
-                        now.c.active.is_not(None),
-                        before.c.active.is_not(None),
-                        now.c.active != before.c.active,
-                    ),
-                ),
-            )
-            .order_by(now.c.id)
-            .limit(page)
-        )
-        async with engine.connect() as conn:
-            rows = (await conn.execute(stmt)).mappings().all()
-        for row in rows:
-            if row["from_run_id"] is None:
-                change = NEWLY_SEEN
-            else:
-                change = ACTIVATED if row["to_active"] else DEACTIVATED
-            yield {
-                "app_id": row["app_id"],
-                "user_id": row["user_id"],
-                "change": change,
-                "from_run_id": row["from_run_id"],
-                "from_status": row["from_status"],
-                "to_run_id": run_id,
-                "to_status": row["to_status"],
-                "checked_at": row["checked_at"],
-            }
-        if len(rows) < page:
-            break
-        last = rows[-1]["id"]
-    if base_run_id is None:
-        return
-    last = 0
-    while True:
-        stmt = (
-            select(before.c.id, before.c.app_id, before.c.user_id, before.c.status)
-            .select_from(
-                before.outerjoin(
-                    now,
-                    and_(
-                        now.c.run_id == run_id,
-                        now.c.app_id == before.c.app_id,
-                        now.c.user_id == before.c.user_id,
-                    ),
-                ).outerjoin(
-                    audit_target,
-                    and_(
-                        audit_target.c.app_id == before.c.app_id,
-                        audit_target.c.user_id == before.c.user_id,
-                    ),
-                )
-            )
-            .where(
-                before.c.run_id == base_run_id,
-                before.c.id > last,
-                now.c.id.is_(None),
-                or_(audit_target.c.app_id.is_(None), audit_target.c.enabled.is_(False)),
-            )
-            .order_by(before.c.id)
-            .limit(page)
-        )
-        async with engine.connect() as conn:
-            rows = (await conn.execute(stmt)).mappings().all()
-        for row in rows:
-            yield {
-                "app_id": row["app_id"],
-                "user_id": row["user_id"],
-                "change": GONE,
-                "from_run_id": base_run_id,
-                "from_status": row["status"],
-                "to_run_id": run_id,
-                "to_status": None,
-                "checked_at": None,
-            }
-        if len(rows) < page:
-            return
-        last = rows[-1]["id"]

@@ -11,13 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from audit_job.models import CheckStatus
-from audit_job.store.reports import (
-    ACTIVATED,
-    CHECK_COLUMNS,
-    DEACTIVATED,
-    FIRST_SEEN,
-    PAGE,
-)
+from audit_job.store.reports import ACTIVATED, CHECK_COLUMNS, DEACTIVATED, FIRST_SEEN, PAGE
 from audit_job.store.tables import audit_run, session_check
 
 
