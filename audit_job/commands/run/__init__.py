@@ -15,8 +15,6 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import text
@@ -26,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from audit_job import logs
 from audit_job.client import AuthingClient, ClientStats
 from audit_job.commands.database import open_database
+from audit_job.commands.run.types import RunHandle, RunRequest, RunSummary
 from audit_job.commands.targets import validate_id
 from audit_job.config import LoadedConfig, Settings
 from audit_job.errors import (
@@ -38,7 +37,7 @@ from audit_job.errors import (
     StoreUnavailable,
 )
 from audit_job.limiter import AdaptiveRateLimiter
-from audit_job.models import RunStatus, RunTrigger
+from audit_job.models import RunStatus
 from audit_job.pipeline import End, Pipeline, PipelineSettings
 from audit_job.progress_counters import Progress
 from audit_job.store import runs as store
@@ -52,46 +51,6 @@ log = logging.getLogger(__name__)
 RESUMABLE = {RunStatus.RUNNING, RunStatus.INTERRUPTED, RunStatus.FAILED}
 SOURCE_BATCH = 2000
 SNAPSHOT_PARTS = 2  # PostgreSQL connections taking a snapshot; a power of two
-
-
-@dataclass
-class RunRequest:
-    trigger: RunTrigger = RunTrigger.MANUAL
-    app_id: str | None = None
-    user_id: str | None = None
-    resume_run_id: int | None = None
-    join_run_id: int | None = None  # scale-out: help with a live run's pending rows
-    scheduled_for: datetime | None = None
-    epoch: int | None = None
-    fence: store.Fence | None = None
-
-
-@dataclass
-class RunSummary:
-    run_id: int
-    status: RunStatus
-    counts: dict[str, int]
-    duration_seconds: float
-    checks_per_second: float
-    retries: int
-    throttled: int
-    latency_ms: dict[str, int | None]
-    message: str | None = None
-    notices: list[str] = field(default_factory=list)
-
-    @property
-    def total(self) -> int:
-        return sum(self.counts.values())
-
-
-@dataclass
-class RunHandle:
-    """What a caller can watch while the run goes (progress bar, metrics)."""
-
-    run_id: int
-    progress: Progress
-    stats: ClientStats
-    limiter: AdaptiveRateLimiter
 
 
 def _filters(request: RunRequest) -> dict[str, Any]:
