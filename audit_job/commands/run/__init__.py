@@ -14,18 +14,17 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from audit_job import logs
 from audit_job.client import AuthingClient, ClientStats
 from audit_job.commands.database import open_database
+from audit_job.commands.run.snapshot import SNAPSHOT_PARTS, plan, take_snapshot
 from audit_job.commands.run.types import RunHandle, RunRequest, RunSummary
-from audit_job.commands.targets import validate_id
 from audit_job.config import LoadedConfig, Settings
 from audit_job.errors import (
     ApiError,
@@ -33,7 +32,6 @@ from audit_job.errors import (
     FencedOut,
     NotFound,
     RunConflict,
-    StoreError,
     StoreUnavailable,
 )
 from audit_job.limiter import AdaptiveRateLimiter
@@ -41,45 +39,16 @@ from audit_job.models import RunStatus
 from audit_job.pipeline import End, Pipeline, PipelineSettings
 from audit_job.progress_counters import Progress
 from audit_job.store import runs as store
-from audit_job.store import snapshot as snapshot_store
-from audit_job.store import targets as target_store
 from audit_job.store import workers as worker_store
-from audit_job.store.engine import describe_db_error, opened
 from audit_job.store.types import utcnow
 
 log = logging.getLogger(__name__)
+__all__ = ["SNAPSHOT_PARTS", "RunHandle", "RunRequest", "RunSummary", "execute", "plan"]
 RESUMABLE = {RunStatus.RUNNING, RunStatus.INTERRUPTED, RunStatus.FAILED}
-SOURCE_BATCH = 2000
-SNAPSHOT_PARTS = 2  # PostgreSQL connections taking a snapshot; a power of two
 
 
 def _filters(request: RunRequest) -> dict[str, Any]:
     return {k: v for k, v in (("app", request.app_id), ("user", request.user_id)) if v}
-
-
-async def plan(loaded: LoadedConfig, app_id: str | None, user_id: str | None) -> dict[str, Any]:
-    """`run --dry-run`: how many pairs a run would check, and the first few."""
-    settings = loaded.settings
-    if settings.source.query:
-        count, sample = 0, []
-        async for app, user in _source_pairs(settings, app_id, user_id):
-            count += 1
-            if len(sample) < 10:
-                sample.append({"app_id": app, "user_id": user})
-        return {"pairs": count, "sample": sample, "source": "[source] query"}
-    async with open_database(settings) as engine:
-        async with engine.connect() as conn:
-            count = await target_store.count(
-                conn, enabled_only=True, app_id=app_id, user_id=user_id
-            )
-        sample = []
-        async for row in target_store.stream(
-            engine, app_id=app_id, user_id=user_id, enabled_only=True, batch=10
-        ):
-            sample.append({"app_id": row["app_id"], "user_id": row["user_id"]})
-            if len(sample) >= 10:
-                break
-    return {"pairs": count, "sample": sample, "source": "audit_target (enabled)"}
 
 
 async def execute(
@@ -148,85 +117,8 @@ async def _create(
             )
         except IntegrityError as exc:
             raise RunConflict(f"schedule slot {request.scheduled_for} already has a run") from exc
-    await _snapshot(engine, run_id, settings, request.app_id, request.user_id)
+    await take_snapshot(engine, run_id, settings, request.app_id, request.user_id)
     return run_id
-
-
-async def _snapshot(
-    engine: AsyncEngine, run_id: int, settings: Settings, app_id: str | None, user_id: str | None
-) -> None:
-    started = time.monotonic()
-    if settings.source.query:
-        batch: list[tuple[str, str]] = []
-        async for pair in _source_pairs(settings, app_id, user_id):
-            batch.append(pair)
-            if len(batch) >= SOURCE_BATCH:
-                async with engine.begin() as conn:
-                    await snapshot_store.add_snapshot_rows(conn, run_id, batch)
-                batch = []
-        async with engine.begin() as conn:
-            await snapshot_store.add_snapshot_rows(conn, run_id, batch)
-            total = await snapshot_store.finish_snapshot(conn, run_id)
-    else:
-        # PostgreSQL: two connections insert disjoint halves at once (the server's index
-        # and foreign-key work per row is the cost; 18.2 s -> 10.6 s for 1,000,000 pairs on
-        # the 2-core bench host, 4 parts was slower there). Each half commits alone: a
-        # process killed in between leaves snapshot_at unset, and the resume completes it.
-        parts = 1
-        if engine.dialect.name == "postgresql" and app_id is None and user_id is None:
-            parts = SNAPSHOT_PARTS
-
-        async def take(index: int) -> None:
-            async with engine.begin() as conn:
-                share = (index, parts) if parts > 1 else None
-                await snapshot_store.snapshot_targets(conn, run_id, app_id, user_id, share)
-
-        await asyncio.gather(*(take(index) for index in range(parts)))
-        async with engine.begin() as conn:
-            total = await snapshot_store.finish_snapshot(conn, run_id)
-    log.info(
-        "run %d: snapshot of %d pairs taken in %.1f s",
-        run_id,
-        total,
-        time.monotonic() - started,
-        extra={"event": "snapshot_taken"},
-    )
-
-
-async def _source_pairs(
-    settings: Settings, app_id: str | None, user_id: str | None
-) -> AsyncIterator[tuple[str, str]]:
-    """Pairs from the operator's `[source] query`, streamed; bad rows skipped with a
-    warning (the first few are named)."""
-    source = settings.source
-    url = source.url or settings.database.url
-    skipped = 0
-    async with opened(url) as src, src.connect() as conn:
-        try:
-            result = await conn.stream(text(source.query or ""))
-        except Exception as exc:
-            raise StoreError(f"[source] query failed: {describe_db_error(exc)}") from exc
-        keys = list(result.keys())
-        if len(keys) < 2:
-            raise StoreError("[source] query must return two columns: app_id, user_id")
-        app_at = keys.index("app_id") if "app_id" in keys else 0
-        user_at = keys.index("user_id") if "user_id" in keys else 1
-        number = 0
-        async for row in result:
-            number += 1
-            app, user = row[app_at], row[user_at]
-            app = "" if app is None else str(app)
-            user = "" if user is None else str(user)
-            problem = validate_id("app_id", app) or validate_id("user_id", user)
-            if problem:
-                skipped += 1
-                if skipped <= 10:
-                    log.warning("[source] query row %d skipped: %s", number, problem)
-                continue
-            if (app_id is None or app == app_id) and (user_id is None or user == user_id):
-                yield app, user
-    if skipped:
-        log.warning("[source] query: %d rows skipped in all", skipped)
 
 
 async def _resume(
@@ -258,7 +150,7 @@ async def _resume(
         await store.take_over(conn, run_id, epoch)
     if run.snapshot_at is None:  # the snapshot itself was interrupted: complete it
         filters = json.loads(run.filters) if run.filters else {}
-        await _snapshot(engine, run_id, settings, filters.get("app"), filters.get("user"))
+        await take_snapshot(engine, run_id, settings, filters.get("app"), filters.get("user"))
     log.info("resuming run %d", run_id, extra={"event": "run_resumed"})
     return run_id
 
