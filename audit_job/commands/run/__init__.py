@@ -10,45 +10,30 @@ marked `interrupted` and can be resumed with `audit-job run --resume ID`.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
 
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from audit_job import logs
 from audit_job.client import AuthingClient, ClientStats
 from audit_job.commands.database import open_database
-from audit_job.commands.run.snapshot import SNAPSHOT_PARTS, plan, take_snapshot
+from audit_job.commands.run import start
+from audit_job.commands.run.snapshot import SNAPSHOT_PARTS, plan
 from audit_job.commands.run.types import RunHandle, RunRequest, RunSummary
-from audit_job.config import LoadedConfig, Settings
-from audit_job.errors import (
-    ApiError,
-    ConfigError,
-    FencedOut,
-    NotFound,
-    RunConflict,
-    StoreUnavailable,
-)
+from audit_job.config import LoadedConfig
+from audit_job.errors import ApiError, FencedOut, StoreUnavailable
 from audit_job.limiter import AdaptiveRateLimiter
 from audit_job.models import RunStatus
 from audit_job.pipeline import End, Pipeline, PipelineSettings
 from audit_job.progress_counters import Progress
 from audit_job.store import runs as store
 from audit_job.store import workers as worker_store
-from audit_job.store.types import utcnow
 
 log = logging.getLogger(__name__)
 __all__ = ["SNAPSHOT_PARTS", "RunHandle", "RunRequest", "RunSummary", "execute", "plan"]
-RESUMABLE = {RunStatus.RUNNING, RunStatus.INTERRUPTED, RunStatus.FAILED}
-
-
-def _filters(request: RunRequest) -> dict[str, Any]:
-    return {k: v for k, v in (("app", request.app_id), ("user", request.user_id)) if v}
 
 
 async def execute(
@@ -65,13 +50,13 @@ async def execute(
     async with open_database(settings, pool_size=4) as engine:
         notices: list[str] = []
         if request.join_run_id is not None:
-            run_id = await _join(engine, request.join_run_id, settings)
+            run_id = await start.join(engine, request.join_run_id, settings)
         elif request.resume_run_id is not None:
-            run_id = await _resume(
+            run_id = await start.resume(
                 engine, request.resume_run_id, settings, request.epoch, request.fence
             )
         else:
-            run_id = await _create(engine, request, settings, notices)
+            run_id = await start.create(engine, request, settings, notices)
         token = logs.current_run_id.set(run_id)
         try:
             return await _drive(
@@ -79,100 +64,6 @@ async def execute(
             )
         finally:
             logs.current_run_id.reset(token)
-
-
-async def _create(
-    engine: AsyncEngine, request: RunRequest, settings: Settings, notices: list[str]
-) -> int:
-    now = utcnow()
-    async with engine.begin() as conn:
-        await store.lock_run_creation(conn)
-        if request.fence is not None:  # a daemon that no longer leads starts nothing
-            await request.fence(conn)
-        for run in await store.running_runs(conn):
-            if run.is_dead(now, settings.audit.dead_after_seconds):
-                await store.mark_interrupted(
-                    conn,
-                    run.id,
-                    f"owner {run.owner} died (no heartbeat since "
-                    f"{run.heartbeat_at or run.started_at:%H:%M:%S}Z)",
-                )
-                notices.append(
-                    f"run {run.id} had died (owner {run.owner}); it is marked interrupted, "
-                    f"resume it with: audit-job run --resume {run.id}"
-                )
-                continue
-            age = (now - (run.heartbeat_at or run.started_at)).total_seconds()
-            raise RunConflict(
-                f"run {run.id} is still running (owner {run.owner}, heartbeat {age:.0f} s ago); "
-                f"wait for it, or help it with: audit-job worker --run {run.id}"
-            )
-        try:
-            run_id = await store.create_run(
-                conn,
-                trigger=request.trigger.value,
-                filters=_filters(request) or None,
-                scheduled_for=request.scheduled_for,
-                epoch=request.epoch,
-            )
-        except IntegrityError as exc:
-            raise RunConflict(f"schedule slot {request.scheduled_for} already has a run") from exc
-    await take_snapshot(engine, run_id, settings, request.app_id, request.user_id)
-    return run_id
-
-
-async def _resume(
-    engine: AsyncEngine,
-    run_id: int,
-    settings: Settings,
-    epoch: int | None,
-    fence: store.Fence | None = None,
-) -> int:
-    now = utcnow()
-    async with engine.begin() as conn:
-        await store.lock_run_creation(conn)
-        if fence is not None:
-            await fence(conn)
-        run = await store.get_run(conn, run_id)
-        if run is None:
-            raise NotFound(f"no run {run_id}")
-        status = RunStatus(run.status)
-        if status not in RESUMABLE:
-            raise RunConflict(f"run {run_id} has ended ({status}); nothing to resume")
-        if status is RunStatus.RUNNING and not run.is_dead(now, settings.audit.dead_after_seconds):
-            raise RunConflict(
-                f"run {run_id} is still running (owner {run.owner}); help it with: "
-                f"audit-job worker --run {run_id}"
-            )
-        for other in await store.running_runs(conn):
-            if other.id != run_id and not other.is_dead(now, settings.audit.dead_after_seconds):
-                raise RunConflict(f"run {other.id} is still running (owner {other.owner})")
-        await store.take_over(conn, run_id, epoch)
-    if run.snapshot_at is None:  # the snapshot itself was interrupted: complete it
-        filters = json.loads(run.filters) if run.filters else {}
-        await take_snapshot(engine, run_id, settings, filters.get("app"), filters.get("user"))
-    log.info("resuming run %d", run_id, extra={"event": "run_resumed"})
-    return run_id
-
-
-async def _join(engine: AsyncEngine, run_id: int, settings: Settings) -> int:
-    if engine.dialect.name == "sqlite":
-        raise ConfigError(
-            "audit-job worker needs PostgreSQL: SQLite has one writer, so a run there has "
-            "one worker (set [database] url to postgresql+asyncpg://...)"
-        )
-    async with engine.connect() as conn:
-        run = await store.get_run(conn, run_id)
-    if run is None:
-        raise NotFound(f"no run {run_id}")
-    if run.status != RunStatus.RUNNING or run.is_dead(utcnow(), settings.audit.dead_after_seconds):
-        raise RunConflict(
-            f"run {run_id} is not live ({run.status}); "
-            f"resume it with: audit-job run --resume {run_id}"
-        )
-    if run.snapshot_at is None:
-        raise RunConflict(f"run {run_id} is still taking its snapshot; try again in a moment")
-    return run_id
 
 
 async def _drive(
