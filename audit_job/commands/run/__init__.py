@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
 from collections.abc import Callable
 
@@ -21,12 +20,12 @@ from audit_job import logs
 from audit_job.client import AuthingClient, ClientStats
 from audit_job.commands.database import open_database
 from audit_job.commands.run import start
+from audit_job.commands.run.finish import finish
 from audit_job.commands.run.snapshot import SNAPSHOT_PARTS, plan
 from audit_job.commands.run.types import RunHandle, RunRequest, RunSummary
 from audit_job.config import LoadedConfig
-from audit_job.errors import ApiError, FencedOut, StoreUnavailable
+from audit_job.errors import ApiError
 from audit_job.limiter import AdaptiveRateLimiter
-from audit_job.models import RunStatus
 from audit_job.pipeline import End, Pipeline, PipelineSettings
 from audit_job.progress_counters import Progress
 from audit_job.store import runs as store
@@ -134,82 +133,7 @@ async def _drive(
     except ApiError as exc:  # token mode: credentials refused before any pair was asked
         end, error = End.API_FAILED, exc
     return await asyncio.shield(
-        _finish(
+        finish(
             engine, run_id, worker_id, owner, end, error, progress, stats, notices, request.fence
         )
     )
-
-
-async def _finish(
-    engine: AsyncEngine,
-    run_id: int,
-    worker_id: str,
-    owner: bool,
-    end: End,
-    error: BaseException | None,
-    progress: Progress,
-    stats: ClientStats,
-    notices: list[str],
-    fence: store.Fence | None = None,
-) -> RunSummary:
-    resume_hint = f"resume with: audit-job run --resume {run_id}"
-    if end is End.FENCED:
-        raise FencedOut(f"run {run_id}: this node is no longer the leader; it wrote nothing more")
-    if end is End.STORE_FAILED:
-        try:
-            async with engine.begin() as conn:
-                await store.mark_interrupted(conn, run_id, f"database unavailable: {error}")
-                await worker_store.unregister_worker(conn, run_id, worker_id)
-        except Exception:
-            pass  # still away: the stale heartbeat marks the run dead, resumable all the same
-        raise StoreUnavailable(f"run {run_id} stopped: {error}; {resume_hint}")
-    async with engine.begin() as conn:
-        if fence is not None:  # a newer leader owns the run now: leave its row alone
-            await fence(conn)
-        await worker_store.unregister_worker(conn, run_id, worker_id)
-        counts = await store.status_counts(conn, run_id)
-        status, message = _final_status(end, error, counts, run_id, resume_hint)
-        if owner and status is not None:
-            counts = await store.finish_run(conn, run_id, status, message, counts)
-    duration = time.monotonic() - progress.started_at
-    summary = RunSummary(
-        run_id=run_id,
-        status=status or RunStatus.RUNNING,
-        counts=counts,
-        duration_seconds=duration,
-        checks_per_second=progress.answered / duration if duration > 0 else 0.0,
-        retries=progress.retries,
-        throttled=stats.throttled,
-        latency_ms=dict(
-            zip(("p50", "p95", "p99"), progress.percentiles_ms(0.50, 0.95, 0.99), strict=True)
-        ),
-        message=message,
-        notices=notices,
-    )
-    log.info(
-        "run %d ended %s: %s",
-        run_id,
-        summary.status,
-        ", ".join(f"{k} {v}" for k, v in counts.items()),
-        extra={"event": "run_finished"},
-    )
-    return summary
-
-
-def _final_status(
-    end: End, error: BaseException | None, counts: dict[str, int], run_id: int, hint: str
-) -> tuple[RunStatus | None, str | None]:
-    if end is End.API_FAILED:
-        return RunStatus.FAILED, f"{error}; {hint} once fixed"
-    if end is End.STOPPED:
-        return (
-            RunStatus.INTERRUPTED,
-            f"stopped on request with {counts['pending']} pairs pending; {hint}",
-        )
-    if end is End.STALLED:
-        return RunStatus.INTERRUPTED, f"no progress past the stall deadline; {hint}"
-    if counts["pending"]:
-        return RunStatus.INTERRUPTED, f"{counts['pending']} pairs still pending; {hint}"
-    if counts["error"]:
-        return RunStatus.COMPLETED_WITH_ERRORS, f"{counts['error']} pairs ended in error"
-    return RunStatus.SUCCEEDED, None
