@@ -1,4 +1,4 @@
-"""One aiohttp session per run: send check-session-status, time it, classify, retry.
+"""The request path of AuthingClient: send check-session-status, time it, classify, retry.
 
 Policy for one pair (spec 6, 7): every attempt passes the global limiter; a throttle lowers
 it; retryable answers are retried up to `max_attempts` in all, waiting Retry-After or
