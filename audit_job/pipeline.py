@@ -13,17 +13,19 @@ import asyncio
 import logging
 import sqlite3
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from audit_job.errors import ApiError, FencedOut, StoreUnavailable
-from audit_job.models import CheckResult, CheckStatus, Pair
+from audit_job.models import CheckResult, Pair
+from audit_job.progress_counters import Progress
+from audit_job.store import results as result_store
 from audit_job.store import runs as store
+from audit_job.store import workers as worker_store
 from audit_job.store.engine import describe_db_error
 
 log = logging.getLogger(__name__)
@@ -37,7 +39,6 @@ _STORE_ERRORS = (
     ConnectionError,
     TimeoutError,
 )
-LATENCY_SAMPLES = 20_000
 
 
 class End(StrEnum):
@@ -47,58 +48,6 @@ class End(StrEnum):
     STORE_FAILED = "store_failed"  # the database stayed away longer than write_retry_seconds
     FENCED = "fenced"  # a newer leader exists; this node must write nothing more
     STALLED = "stalled"  # no answer written for stall_timeout_seconds
-
-
-@dataclass
-class Progress:
-    """Live counters for the progress bar, the summary and metrics."""
-
-    total: int = 0
-    done_before: int = 0  # answered before this process joined (resume, other workers)
-    active: int = 0
-    inactive: int = 0
-    errors: int = 0
-    attempts: int = 0
-    throttled: int = 0
-    written: int = 0
-    started_at: float = field(default_factory=time.monotonic)
-    latencies_ms: deque[int] = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
-
-    @property
-    def answered(self) -> int:
-        return self.active + self.inactive + self.errors
-
-    @property
-    def retries(self) -> int:
-        return self.attempts - self.answered
-
-    @property
-    def done(self) -> int:
-        return self.done_before + self.answered
-
-    def rate(self) -> float:
-        elapsed = time.monotonic() - self.started_at
-        return self.answered / elapsed if elapsed > 0 else 0.0
-
-    def percentiles_ms(self, *fractions: float) -> list[int | None]:
-        """Latency percentiles of the recent answers, one sort for all of them."""
-        if not self.latencies_ms:
-            return [None] * len(fractions)
-        ordered = sorted(self.latencies_ms)
-        return [ordered[min(len(ordered) - 1, int(f * len(ordered)))] for f in fractions]
-
-    def add(self, result: CheckResult) -> None:
-        status = result.status
-        if status is CheckStatus.ACTIVE:
-            self.active += 1
-        elif status is CheckStatus.INACTIVE:
-            self.inactive += 1
-        else:
-            self.errors += 1
-        self.attempts += result.attempts
-        self.throttled += result.throttled
-        if result.latency_ms is not None:
-            self.latencies_ms.append(result.latency_ms)
 
 
 @dataclass(frozen=True)
@@ -287,7 +236,7 @@ class Pipeline:
         async with self.engine.begin() as conn:
             if self.fence is not None:
                 await self.fence(conn)
-            rows = await store.claim_pending(
+            rows = await worker_store.claim_pending(
                 conn,
                 self.run_id,
                 self.worker_id,
@@ -301,7 +250,7 @@ class Pipeline:
 
     async def _others_hold_rows(self) -> bool:
         async with self.engine.connect() as conn:
-            return await store.pending_elsewhere(conn, self.run_id, self.worker_id)
+            return await worker_store.pending_elsewhere(conn, self.run_id, self.worker_id)
 
     # -- checkers ----------------------------------------------------------------------------
 
@@ -357,7 +306,7 @@ class Pipeline:
         async with self.engine.begin() as conn:
             if self.fence is not None:
                 await self.fence(conn)  # raises FencedOut: the whole batch rolls back
-            await store.write_results(
+            await result_store.write_results(
                 conn, self.run_id, batch, retries=retries, throttled=throttled
             )
         self.progress.written += len(batch)
@@ -396,8 +345,10 @@ class Pipeline:
             await asyncio.sleep(settings.heartbeat_seconds)
             try:
                 async with self.engine.begin() as conn:
-                    await store.beat(conn, self.run_id, self.worker_id, owner=self.owner)
-                    live = await store.live_workers(conn, self.run_id, settings.dead_after_seconds)
+                    await worker_store.beat(conn, self.run_id, self.worker_id, owner=self.owner)
+                    live = await worker_store.live_workers(
+                        conn, self.run_id, settings.dead_after_seconds
+                    )
             except _STORE_ERRORS as exc:
                 log.warning(
                     "heartbeat failed: %s",

@@ -19,7 +19,7 @@ from audit_job.commands.database import open_database
 from audit_job.config import Settings
 from audit_job.errors import ConfigError
 from audit_job.store import evidence as evidence_store
-from audit_job.store import reports as store
+from audit_job.store import retention
 from audit_job.store.types import utcnow
 
 log = logging.getLogger(__name__)
@@ -50,16 +50,16 @@ async def prune(
         raise ConfigError(f"--keep-days: must be an integer >= 1, got {keep_days}")
     result = PruneResult(cutoff=(now or utcnow()) - timedelta(days=keep_days), dry_run=dry_run)
     async with engine.connect() as conn:
-        candidates = await store.prunable_runs(conn, result.cutoff)
+        candidates = await retention.prunable_runs(conn, result.cutoff)
     for run_id in candidates:
         removed = 0
         if dry_run:
             async with engine.connect() as conn:
-                removed = await store.count_checks(conn, run_id)
+                removed = await retention.count_checks(conn, run_id)
         else:
             while True:
                 async with engine.begin() as conn:
-                    deleted = await store.delete_checks_batch(conn, run_id, batch)
+                    deleted = await retention.delete_checks_batch(conn, run_id, batch)
                     if deleted:  # the chain keeps the run's links, not its content
                         await evidence_store.mark_pruned(conn, run_id)
                 removed += deleted

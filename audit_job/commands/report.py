@@ -26,6 +26,8 @@ from audit_job.models import CheckStatus
 from audit_job.store import evidence as evidence_store
 from audit_job.store import reports as store
 from audit_job.store import runs as run_store
+from audit_job.store.reports import changes as change_store
+from audit_job.store.reports import checks, listing
 from audit_job.store.types import utcnow
 
 REPORT_COLUMNS = [
@@ -94,7 +96,7 @@ async def resolve_run(conn: AsyncConnection, spec: str | int | None) -> int:
         return run_id
     if not str(spec).isdigit():
         raise ConfigError(f"--run: expected a run id or 'latest', got {spec!r}")
-    if not await store.run_exists(conn, int(spec)):
+    if not await listing.run_exists(conn, int(spec)):
         raise NotFound(f"run {spec} does not exist")
     return int(spec)
 
@@ -106,7 +108,7 @@ def check_status(status: str | None) -> None:
 
 async def runs(settings: Settings, limit: int) -> list[dict[str, Any]]:
     async with open_database(settings) as engine, engine.connect() as conn:
-        return await store.recent_runs(conn, limit)
+        return await listing.recent_runs(conn, limit)
 
 
 async def results(
@@ -127,7 +129,7 @@ async def results(
         if run is not None or (since is None and until is None):
             async with engine.connect() as conn:
                 run_id = await resolve_run(conn, run)
-        async for row in store.stream_checks(
+        async for row in checks.stream_checks(
             engine,
             run_id=run_id,
             app_id=app_id,
@@ -141,7 +143,7 @@ async def results(
 
 async def history(settings: Settings, app_id: str, user_id: str) -> AsyncIterator[dict[str, Any]]:
     async with open_database(settings) as engine:
-        async for row in store.stream_history(engine, app_id, user_id):
+        async for row in checks.stream_history(engine, app_id, user_id):
             yield row
 
 
@@ -153,17 +155,17 @@ async def resolve_changes(
     async with open_database(settings) as engine, engine.connect() as conn:
         run_id = await resolve_run(conn, run)
         if since is None:
-            return run_id, await store.previous_run_id(conn, run_id)
+            return run_id, await listing.previous_run_id(conn, run_id)
         if since.strip().isdigit():
             return run_id, await resolve_run(conn, since.strip())
-        return run_id, await store.run_started_by(conn, parse_time(since, option="--since"))
+        return run_id, await listing.run_started_by(conn, parse_time(since, option="--since"))
 
 
 async def changes(
     settings: Settings, run_id: int, base_run_id: int | None
 ) -> AsyncIterator[dict[str, Any]]:
     async with open_database(settings) as engine:
-        async for row in store.stream_changes(engine, run_id, base_run_id):
+        async for row in change_store.stream_changes(engine, run_id, base_run_id):
             yield row
 
 
@@ -206,8 +208,8 @@ def report_rows(
 
 async def report_of(conn: AsyncConnection, run: str | int | None) -> Report:
     run_id = await resolve_run(conn, run)
-    previous = await store.previous_run_id(conn, run_id)
-    counts = await store.app_status_counts(conn, [run_id] + ([previous] if previous else []))
+    previous = await listing.previous_run_id(conn, run_id)
+    counts = await checks.app_status_counts(conn, [run_id] + ([previous] if previous else []))
     before = counts.get(previous, {}) if previous else {}
     return Report(run_id, previous, report_rows(run_id, previous, counts[run_id], before))
 
@@ -223,16 +225,16 @@ async def html_data(
     async with open_database(settings) as engine:
         async with engine.connect() as conn:
             rep = await report_of(conn, run)
-            ids = await store.real_run_ids(conn, recent_runs, rep.run_id)
-            counts = await store.app_status_counts(conn, ids)
-            times = await store.run_times(conn, ids)
-            (run_row,) = await store.recent_runs(conn, 1, rep.run_id)
+            ids = await listing.real_run_ids(conn, recent_runs, rep.run_id)
+            counts = await checks.app_status_counts(conn, ids)
+            times = await listing.run_times(conn, ids)
+            (run_row,) = await listing.recent_runs(conn, 1, rep.run_id)
             digests = await evidence_store.run_digests(conn, ids)
         apps = sorted({app for per_app in counts.values() for app in per_app})
         series = {app: [active_pct(counts[i].get(app)) for i in ids] for app in apps}
         flips: list[dict[str, Any]] = []
         truncated, newly_seen = False, 0
-        rows = store.stream_changes(engine, rep.run_id, rep.previous_run_id, page=500)
+        rows = change_store.stream_changes(engine, rep.run_id, rep.previous_run_id, page=500)
         async with contextlib.aclosing(rows):
             async for row in rows:
                 if row["change"] == store.NEWLY_SEEN:

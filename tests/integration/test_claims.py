@@ -13,7 +13,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from audit_job.models import CheckResult, CheckStatus
-from audit_job.store import runs
+from audit_job.store import results, runs, snapshot, workers
 from audit_job.store.engine import create_engine
 from audit_job.store.tables import audit_claim, audit_target, audit_worker
 
@@ -40,15 +40,15 @@ async def run_id(engine: AsyncEngine) -> int:
             ],
         )
         run = await runs.create_run(conn, trigger="manual")
-        await runs.snapshot_targets(conn, run, None, None)
+        await snapshot.snapshot_targets(conn, run, None, None)
         for worker in ("w1", "w2"):
-            await runs.register_worker(conn, worker, run, 4)
+            await workers.register_worker(conn, worker, run, 4)
     return run
 
 
 async def claim(engine: AsyncEngine, run_id: int, worker: str, limit: int) -> list[int]:
     async with engine.begin() as conn:
-        rows = await runs.claim_pending(conn, run_id, worker, DEAD_AFTER, limit)
+        rows = await workers.claim_pending(conn, run_id, worker, DEAD_AFTER, limit)
     return [row_id for row_id, _app, _user in rows]
 
 
@@ -56,7 +56,7 @@ async def answer(engine: AsyncEngine, run_id: int, ids: list[int]) -> None:
     now = datetime.now(UTC)
     result = CheckResult(CheckStatus.ACTIVE, True, now, 1, 200, 200, 200, None, "r", 1)
     async with engine.begin() as conn:
-        await runs.write_results(conn, run_id, [(i, "app", f"id-{i}", result) for i in ids])
+        await results.write_results(conn, run_id, [(i, "app", f"id-{i}", result) for i in ids])
 
 
 async def ranges(engine: AsyncEngine, run_id: int) -> list[tuple[str | None, int, int]]:
@@ -118,18 +118,18 @@ async def test_a_live_workers_rows_are_never_taken(engine: AsyncEngine, run_id: 
     assert set(mine).isdisjoint(others)
     assert await claim(engine, run_id, "w2", 100) == []  # w1 holds the rest, and lives
     async with engine.connect() as conn:
-        assert await runs.pending_elsewhere(conn, run_id, "w2")  # w1's ten are pending
-        assert await runs.pending_elsewhere(conn, run_id, "w1")  # and w2's forty
+        assert await workers.pending_elsewhere(conn, run_id, "w2")  # w1's ten are pending
+        assert await workers.pending_elsewhere(conn, run_id, "w1")  # and w2's forty
     await answer(engine, run_id, others)
     async with engine.connect() as conn:
-        assert not await runs.pending_elsewhere(conn, run_id, "w1")  # only its own remain
+        assert not await workers.pending_elsewhere(conn, run_id, "w1")  # only its own remain
 
 
 @only_pg
 async def test_released_rows_go_to_the_next_claimer(engine: AsyncEngine, run_id: int) -> None:
     left = await claim(engine, run_id, "w1", 10)
     async with engine.begin() as conn:
-        await runs.unregister_worker(conn, run_id, "w1")
+        await workers.unregister_worker(conn, run_id, "w1")
     assert await ranges(engine, run_id) == [(None, left[0], left[-1])]
     assert await claim(engine, run_id, "w2", 10) == left
 

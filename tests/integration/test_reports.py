@@ -16,8 +16,8 @@ from audit_job.config import DatabaseSettings, Settings
 from audit_job.errors import ConfigError
 from audit_job.html_report import render
 from audit_job.store import migrate
-from audit_job.store import reports as store
 from audit_job.store.engine import opened
+from audit_job.store.reports import changes as store
 from audit_job.store.tables import audit_run, audit_target, session_check, session_state
 
 pytestmark = pytest.mark.timeout(60)

@@ -340,6 +340,7 @@ async def pairs_in_run(conn: Any, run_id: int) -> set[Pair]:
 async def test_snapshot_shares_are_disjoint_and_cover_every_target(db_url: str) -> None:
     # PostgreSQL takes a snapshot in two connections, one hash share each.
     from audit_job.store import runs as run_store
+    from audit_job.store import snapshot as snapshot_store
 
     pairs = sample_pairs(500)
     await seed_targets(db_url, pairs)
@@ -351,7 +352,7 @@ async def test_snapshot_shares_are_disjoint_and_cover_every_target(db_url: str) 
         for index in range(parts):
             async with engine.begin() as conn:
                 before = await pairs_in_run(conn, run_id)
-                await run_store.snapshot_targets(conn, run_id, None, None, (index, parts))
+                await snapshot_store.snapshot_targets(conn, run_id, None, None, (index, parts))
                 taken.append(await pairs_in_run(conn, run_id) - before)
     assert all(taken), "every share holds some pairs"
     assert sum(len(share) for share in taken) == len(pairs)

@@ -29,7 +29,9 @@ from audit_job.config import AuthingSettings
 from audit_job.errors import ApiError
 from audit_job.limiter import AdaptiveRateLimiter
 from audit_job.models import CheckResult, CheckStatus, Pair
+from audit_job.store import results as result_store
 from audit_job.store import runs as run_store
+from audit_job.store import snapshot as snapshot_store
 from audit_job.store.engine import create_engine
 
 MAX_ATTEMPTS = 2
@@ -294,13 +296,13 @@ async def store_all(db_url: str, results: list[tuple[Pair, CheckResult]]) -> Non
         async with engine.begin() as conn:
             run_id = await run_store.create_run(conn, trigger="manual")
             pairs = [(p.app_id, p.user_id) for p, _ in results]
-            await run_store.add_snapshot_rows(conn, run_id, pairs)
+            await snapshot_store.add_snapshot_rows(conn, run_id, pairs)
             rows = await conn.execute(
                 text("SELECT id, app_id, user_id FROM session_check WHERE run_id = :run"),
                 {"run": run_id},
             )
             by_pair = {(a, u): row_id for row_id, a, u in rows}
-            await run_store.write_results(
+            await result_store.write_results(
                 conn,
                 run_id,
                 [(by_pair[(p.app_id, p.user_id)], p.app_id, p.user_id, r) for p, r in results],

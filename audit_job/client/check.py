@@ -1,4 +1,4 @@
-"""One aiohttp session per run: send check-session-status, time it, classify, retry.
+"""The request path of AuthingClient: send check-session-status, time it, classify, retry.
 
 Policy for one pair (spec 6, 7): every attempt passes the global limiter; a throttle lowers
 it; retryable answers are retried up to `max_attempts` in all, waiting Retry-After or
@@ -24,22 +24,22 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import logging
-import ssl
 import time
-from collections import deque
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any, NoReturn, Protocol
 
 import aiohttp
 import yarl
 
-from audit_job import __version__
 from audit_job.classify import classify_exception, classify_response
+from audit_job.client.headers import SDK_VERSION, bearer_headers
+from audit_job.client.rejection import auth_rejection, tls_rejection
+from audit_job.client.result import final_result
+from audit_job.client.session import new_session
+from audit_job.client.stats import ClientStats
 from audit_job.config import AuditSettings, AuthingSettings, LoadedConfig
 from audit_job.deadlines import DeadlineWatch
-from audit_job.errors import ApiError, AuthRejected, ConfigError, TlsRejected
+from audit_job.errors import ApiError, AuthRejected
 from audit_job.limiter import AdaptiveRateLimiter
 from audit_job.models import Answer, AnswerKind, CheckResult, CheckStatus, Pair
 from audit_job.retry import (
@@ -51,12 +51,6 @@ from audit_job.retry import (
 from audit_job.signing import CHECK_SESSION_PATH, Signer, check_body
 from audit_job.token import ManagementToken, TokenProvider
 
-log = logging.getLogger(__name__)
-
-SDK_VERSION = f"audit-job:{__version__}"
-CLOCK_SKEW_LIMIT_SECONDS = 60.0  # spec 6: report a skew above a minute
-LATENCY_SAMPLES = 4096
-
 _perf = time.perf_counter
 _current_task = asyncio.current_task
 _ACTIVE = AnswerKind.ACTIVE
@@ -65,11 +59,6 @@ _PERMANENT = AnswerKind.PERMANENT
 _THROTTLED = AnswerKind.THROTTLED
 _AUTH = AnswerKind.AUTH
 _FATAL = AnswerKind.FATAL
-_FINAL_STATUS = {
-    _ACTIVE: CheckStatus.ACTIVE,
-    _INACTIVE: CheckStatus.INACTIVE,
-    _PERMANENT: CheckStatus.ERROR,
-}
 
 
 class RateLimiter(Protocol):
@@ -78,57 +67,6 @@ class RateLimiter(Protocol):
     async def acquire(self) -> None: ...
 
     def on_throttle(self) -> object: ...
-
-
-class ClientStats:
-    """Plain counters for one client; read by metrics and the run summary.
-
-    `requests` counts check-session-status requests sent, `token_requests` token fetches;
-    `responses` HTTP statuses of answers that arrived; `answers` classified attempts by
-    kind; `retries` attempts after a pair's first; `transport_errors` attempts that got no
-    answer (timeout, reset, refused, TLS). `latency_samples` keeps the latest attempt
-    latencies in seconds; `observe_latency`, when set, is called with each one as well.
-    """
-
-    __slots__ = (
-        "answers",
-        "auth_failures",
-        "latency_samples",
-        "observe_latency",
-        "requests",
-        "responses",
-        "retries",
-        "throttled",
-        "token_requests",
-        "transport_errors",
-    )
-
-    def __init__(self, observe_latency: Callable[[float], None] | None = None) -> None:
-        self.requests = 0
-        self.token_requests = 0
-        self.responses: dict[int, int] = {}
-        self.answers: dict[AnswerKind, int] = dict.fromkeys(AnswerKind, 0)
-        self.retries = 0
-        self.throttled = 0
-        self.auth_failures = 0
-        self.transport_errors = 0
-        self.latency_samples: deque[float] = deque(maxlen=LATENCY_SAMPLES)
-        self.observe_latency = observe_latency
-
-    def count_token_request(self) -> None:
-        self.token_requests += 1
-
-    def snapshot(self) -> dict[str, Any]:
-        return {
-            "requests": self.requests,
-            "token_requests": self.token_requests,
-            "responses": dict(self.responses),
-            "answers": {kind.value: n for kind, n in self.answers.items()},
-            "retries": self.retries,
-            "throttled": self.throttled,
-            "auth_failures": self.auth_failures,
-            "transport_errors": self.transport_errors,
-        }
 
 
 class _Attempts:
@@ -141,25 +79,6 @@ class _Attempts:
         self.throttled = throttled
         self.latency_seconds = latency_seconds
         self.refreshed = refreshed
-
-
-def ssl_setting(authing: AuthingSettings) -> ssl.SSLContext | bool:
-    """What the connector verifies with: on by default, a CA bundle, or off (with a warning)."""
-    if not authing.verify_tls:
-        log.warning(
-            "[authing] verify_tls = false: TLS certificates of %s are NOT verified",
-            authing.host,
-            extra={"event": "tls_unverified"},
-        )
-        return False
-    if authing.ca_bundle:
-        try:
-            return ssl.create_default_context(cafile=authing.ca_bundle)
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(
-                f"[authing] ca_bundle: cannot load {authing.ca_bundle!r}: {exc}"
-            ) from None
-    return True
 
 
 class AuthingClient:
@@ -232,16 +151,8 @@ class AuthingClient:
 
     async def __aenter__(self) -> AuthingClient:
         authing = self.authing
-        connector = aiohttp.TCPConnector(
-            limit=self.concurrency, limit_per_host=0, ssl=ssl_setting(authing), ttl_dns_cache=300
-        )
         # No aiohttp timeouts: `_deadlines` limits every attempt (connect included).
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=aiohttp.ClientTimeout(),
-            raise_for_status=False,
-            cookie_jar=aiohttp.DummyCookieJar(),
-        )
+        self._session = new_session(authing, self.concurrency)
         try:
             self._deadlines.start()
             if authing.auth == "signature":
@@ -297,7 +208,7 @@ class AuthingClient:
         answer, latency, token = await self._attempt(pair, body)
         kind = answer.kind
         if kind is _ACTIVE or kind is _INACTIVE or kind is _PERMANENT:
-            return self._result(answer, 1, latency, 0)
+            return final_result(answer, 1, latency, 0)
         return await self._retry(pair, body, answer, latency, token)
 
     async def check_once(self, pair: Pair) -> tuple[Answer, dict[str, Any] | None, float]:
@@ -338,8 +249,8 @@ class AuthingClient:
             )
             answer = await retrying(self._retry_attempt, pair, body, state)
         if answer.kind.is_final:
-            return self._result(answer, state.count, state.latency_seconds, state.throttled)
-        return self._result(
+            return final_result(answer, state.count, state.latency_seconds, state.throttled)
+        return final_result(
             answer, state.count, state.latency_seconds, state.throttled, CheckStatus.ERROR
         )
 
@@ -369,34 +280,6 @@ class AuthingClient:
                 pass
         if self._failure is not None:
             raise self._failure
-
-    def _result(
-        self,
-        answer: Answer,
-        attempts: int,
-        latency_seconds: float,
-        throttled: int,
-        status: CheckStatus | None = None,
-    ) -> CheckResult:
-        if status is None:
-            status = _FINAL_STATUS[answer.kind]
-        # A success needs no message ("成功"); errors keep the server's words.
-        message = answer.message if status is CheckStatus.ERROR else None
-        if status is CheckStatus.ERROR and (answer.http_status is None or message is None):
-            message = answer.detail  # no answer, or none with words: say what happened
-        return CheckResult(  # positional, in field order: this runs once per pair
-            status,
-            answer.active,
-            datetime.now(UTC),
-            attempts,
-            answer.http_status,
-            answer.status_code,
-            answer.api_code,
-            message,
-            answer.request_id,
-            round(latency_seconds * 1000.0),
-            throttled,
-        )
 
     # -- one attempt -------------------------------------------------------------------------
 
@@ -461,13 +344,7 @@ class AuthingClient:
                 stats.throttled += 1
                 self.limiter.on_throttle()
         elif kind is _FATAL:
-            self._stop_run(
-                TlsRejected(
-                    f"{self.host}: TLS certificate verification failed ({answer.detail}); "
-                    "set [authing] ca_bundle to trust a private CA, or (insecure) "
-                    "[authing] verify_tls = false"
-                )
-            )
+            self._stop_run(tls_rejection(self.host, answer))
         if self._failure is not None:  # stopped while this request was in flight
             raise self._failure
         return answer, latency, token
@@ -482,16 +359,8 @@ class AuthingClient:
             except ApiError as exc:  # spec 5: a refused or failing token fetch ends the run
                 self._stop_run(exc)
         cached_for, headers = self._token_headers
-        if cached_for is not current:
-            headers = {
-                "content-type": "application/json",
-                "accept": "application/json",
-                "authorization": f"Bearer {current.access_token}",
-                "x-authing-lang": self.authing.lang,
-                "x-authing-sdk-version": SDK_VERSION,
-            }
-            if current.userpool_id:
-                headers["x-authing-userpool-id"] = current.userpool_id
+        if cached_for is not current:  # built once per token, not per request
+            headers = bearer_headers(current, self.authing.lang)
             self._token_headers = (current, headers)
         return headers, current.access_token
 
@@ -507,32 +376,9 @@ class AuthingClient:
 
     def auth_rejection(self, answer: Answer, times: int = 1) -> AuthRejected:
         """The error for an auth-class answer: codes, server message, clock skew (spec 6)."""
-        return AuthRejected(self._auth_message(answer, times))
-
-    def _auth_message(self, answer: Answer, times: int) -> str:
-        codes = [f"HTTP {answer.http_status}"]
-        if answer.status_code is not None:
-            codes.append(f"statusCode {answer.status_code}")
-        if answer.api_code is not None:
-            codes.append(f"apiCode {answer.api_code}")
-        said = f": {answer.message[:120]}" if answer.message else ""
-        if answer.status_code is None:  # no envelope: the detail says more (3xx, 404 page)
-            said = f": {answer.detail}"
-        repeated = f" {times} times in a row" if times > 1 else ""
-        text = (
-            f"{self.host}: credentials rejected{repeated} "
-            f"({', '.join(codes)}{said}); check [authing] access_key_id, access_key_secret, "
-            f"auth ({self.authing.auth}) and host"
-        )
-        if self._signer is not None and answer.server_date is not None:
-            skew = self._clock() - answer.server_date.timestamp()
-            if abs(skew) > CLOCK_SKEW_LIMIT_SECONDS:
-                text += (
-                    f"; the local clock is {abs(skew):.0f} s "
-                    f"{'ahead of' if skew > 0 else 'behind'} the server's Date, and signed "
-                    "requests carry the date: synchronise the clock (NTP)"
-                )
-        return text
+        # Only signed requests carry the local date, so only they get the clock-skew hint.
+        clock = self._clock if self._signer is not None else None
+        return auth_rejection(answer, times, host=self.host, auth=self.authing.auth, clock=clock)
 
     def _stop_run(self, failure: ApiError) -> NoReturn:
         if self._failure is None:

@@ -1,0 +1,97 @@
+"""Driving a run: register this worker, build its limiter, client and pipeline from the
+settings, share the configured rate with the other workers, and run to the end."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from audit_job.client import AuthingClient, ClientStats
+from audit_job.commands.run.finish import finish
+from audit_job.commands.run.types import RunHandle, RunRequest, RunSummary
+from audit_job.config import LoadedConfig
+from audit_job.errors import ApiError
+from audit_job.limiter import AdaptiveRateLimiter
+from audit_job.pipeline import End, Pipeline, PipelineSettings
+from audit_job.progress_counters import Progress
+from audit_job.store import runs as store
+from audit_job.store import workers as worker_store
+
+
+async def drive(
+    engine: AsyncEngine,
+    loaded: LoadedConfig,
+    request: RunRequest,
+    run_id: int,
+    stop: asyncio.Event,
+    notices: list[str],
+    on_start: Callable[[RunHandle], None] | None,
+    key_id: str,
+    secret: str,
+) -> RunSummary:
+    """Work through the run's pending rows as one worker (the owner, or one that joined)
+    until they are done or the run must stop, then finish under asyncio.shield."""
+    settings = loaded.settings
+    audit = settings.audit
+    owner = request.join_run_id is None
+    worker_id = uuid.uuid4().hex[:16]
+    async with engine.begin() as conn:
+        await worker_store.register_worker(conn, worker_id, run_id, audit.concurrency)
+        counts = await store.status_counts(conn, run_id)
+    progress = Progress(
+        total=sum(counts.values()), done_before=sum(counts.values()) - counts["pending"]
+    )
+    limiter = AdaptiveRateLimiter.for_run(audit.rate_per_second)
+    stats = ClientStats()
+    if on_start is not None:
+        on_start(RunHandle(run_id, progress, stats, limiter))
+    pipeline_settings = PipelineSettings(
+        concurrency=audit.concurrency,
+        batch_size=audit.batch_size,
+        claim_size=min(max(2 * audit.concurrency, int(audit.rate_per_second * 0.5)), 2000),
+        heartbeat_seconds=audit.heartbeat_seconds,
+        dead_after_seconds=audit.dead_after_seconds,
+        write_retry_seconds=settings.database.write_retry_seconds,
+        stall_timeout_seconds=audit.stall_timeout_seconds,
+        stop_grace_seconds=min(settings.authing.timeout_seconds, 8.0),
+    )
+
+    def share_rate(live: int) -> None:
+        # Workers of one run split the configured rate between them (scale-out).
+        limiter.set_cap(audit.rate_per_second / max(1, live))
+
+    end, error = End.API_FAILED, None
+    try:
+        client = AuthingClient(
+            settings.authing,
+            access_key_id=key_id,
+            access_key_secret=secret,
+            limiter=limiter,
+            concurrency=audit.concurrency,
+            max_attempts=audit.max_attempts,
+            stats=stats,
+        )
+        async with client:
+            pipeline = Pipeline(
+                engine,
+                run_id,
+                worker_id,
+                client.check,
+                pipeline_settings,
+                progress,
+                owner=owner,
+                fence=request.fence,
+                on_live_workers=share_rate,
+            )
+            result = await pipeline.run(stop)
+            end, error = result.end, result.error
+    except ApiError as exc:  # token mode: credentials refused before any pair was asked
+        end, error = End.API_FAILED, exc
+    return await asyncio.shield(
+        finish(
+            engine, run_id, worker_id, owner, end, error, progress, stats, notices, request.fence
+        )
+    )

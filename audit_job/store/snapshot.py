@@ -1,0 +1,79 @@
+"""A run's snapshot: one pending `session_check` row per pair, from the enabled targets or
+from an external source, then the run's total and `snapshot_at`.
+
+The rows are unique per (app_id, user_id, run_id), so a snapshot taken again (a resume after
+a crash mid-snapshot) adds only the pairs still missing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import Integer, func, insert, literal, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from audit_job.store.dialect import insert_ignore
+from audit_job.store.tables import audit_run, audit_target, session_check
+from audit_job.store.types import utcnow
+
+
+async def snapshot_targets(
+    conn: AsyncConnection,
+    run_id: int,
+    app_id: str | None,
+    user_id: str | None,
+    part: tuple[int, int] | None = None,
+) -> None:
+    """One pending check per enabled target, in a single INSERT .. SELECT (no pairs
+    pass through Python, so a million-pair snapshot costs no client memory).
+
+    `part` (PostgreSQL): (i, n) takes only the i-th of n disjoint shares of the targets
+    (by a hash of user_id; n a power of two), so that n connections can insert at once."""
+    source = select(
+        literal(run_id, Integer).label("run_id"),
+        audit_target.c.app_id,
+        audit_target.c.user_id,
+    ).where(audit_target.c.enabled.is_(True))
+    if part is not None:
+        index, count = part
+        share = func.hashtext(audit_target.c.user_id).op("&")(count - 1)
+        source = source.where(share == index)
+    if app_id is not None:
+        source = source.where(audit_target.c.app_id == app_id)
+    if user_id is not None:
+        source = source.where(audit_target.c.user_id == user_id)
+    existing = select(session_check.c.id).where(
+        session_check.c.run_id == run_id,
+        session_check.c.app_id == audit_target.c.app_id,
+        session_check.c.user_id == audit_target.c.user_id,
+    )
+    source = source.where(~existing.exists())  # a re-taken snapshot adds only what is missing
+    await conn.execute(insert(session_check).from_select(["run_id", "app_id", "user_id"], source))
+
+
+async def add_snapshot_rows(
+    conn: AsyncConnection, run_id: int, pairs: Sequence[tuple[str, str]]
+) -> None:
+    """Pending checks from an external source; pairs already in the run are skipped."""
+    if not pairs:
+        return
+    stmt = insert_ignore(session_check, conn.dialect.name, ["run_id", "app_id", "user_id"])
+    await conn.execute(
+        stmt,
+        [
+            {"run_id": run_id, "app_id": a, "user_id": u, "status": "pending", "attempts": 0}
+            for a, u in pairs
+        ],
+    )
+
+
+async def finish_snapshot(conn: AsyncConnection, run_id: int) -> int:
+    total = (
+        await conn.execute(
+            select(func.count()).select_from(session_check).where(session_check.c.run_id == run_id)
+        )
+    ).scalar_one()
+    await conn.execute(
+        update(audit_run).where(audit_run.c.id == run_id).values(total=total, snapshot_at=utcnow())
+    )
+    return int(total)
