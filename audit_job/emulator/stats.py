@@ -111,8 +111,9 @@ class Stats:
         # windows [t, t + 1 s), since the busiest such window may start at an arrival.
         now = self._clock()
         window = self._window
-        horizon = now - 1.0
-        while window and window[0] <= horizon:
+        # `start + 1.0 <= now` rather than `start <= now - 1.0`: the two differ by a rounding
+        # at the window's edge, and this one is the window's own definition.
+        while window and window[0] + 1.0 <= now:
             window.popleft()
         window.append(now)
         if len(window) > self.max_per_second:

@@ -20,7 +20,9 @@ from audit_job.errors import EvidenceMismatch
 from audit_job.evidence import canonical
 from audit_job.models import CheckResult, CheckStatus, RunStatus
 from audit_job.store import evidence, leader, migrate
+from audit_job.store import results as result_store
 from audit_job.store import runs as store
+from audit_job.store import snapshot as snapshot_store
 from audit_job.store.engine import create_engine
 from audit_job.store.tables import audit_chain, audit_run, session_check
 
@@ -55,7 +57,9 @@ async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
 async def new_run(engine: AsyncEngine, answers=ANSWERS, pending=(PENDING,)) -> int:  # type: ignore[no-untyped-def]
     async with engine.begin() as conn:
         run_id = await store.create_run(conn, trigger="manual", filters={"app": "app-a"})
-        await store.add_snapshot_rows(conn, run_id, [a[:2] for a in answers] + list(pending))
+        await snapshot_store.add_snapshot_rows(
+            conn, run_id, [a[:2] for a in answers] + list(pending)
+        )
     async with engine.begin() as conn:
         ids = {
             (r.app_id, r.user_id): r.id
@@ -67,7 +71,7 @@ async def new_run(engine: AsyncEngine, answers=ANSWERS, pending=(PENDING,)) -> i
             (ids[(a[0], a[1])], a[0], a[1], CheckResult(*a[2:]))
             for a in answers  # type: ignore[misc]
         ]
-        await store.write_results(conn, run_id, results, retries=3, throttled=1)
+        await result_store.write_results(conn, run_id, results, retries=3, throttled=1)
     return run_id
 
 
