@@ -1,0 +1,396 @@
+"""`audit-job daemon`: scheduled audits, one fenced leader, every slot accounted for.
+
+    lease loop (every lease/3) ──> Leadership ── gained: interrupt runs of older epochs,
+                                   │              record missed slots, resume, catch up
+                                   └── stepped down (lost, error): cancel the run
+    Schedule ── on_fire(slot) ──> not leader: nothing (the leader records the slot)
+                                  busy: `skipped_overlap` row
+                                  else: resume first, then the slot's run
+             ── on_slot(max instances / misfire / coalesced gap) ──> skipped / missed row
+
+Every slot ends as exactly one `audit_run` row (unique `scheduled_for`): its run, a
+`skipped_overlap` row or a `missed` row. Runs carry the leader's epoch and every write
+checks it (store/leader.py), so a node that froze and woke after a takeover writes
+nothing more. On SQLite a lock file next to the database excludes a second daemon.
+This module only wires the parts: slot rules (slots.py), leadership (leadership.py), the
+scheduler (scheduler.py), runs (commands/run.py), prune, /healthz and /metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import uuid
+from collections.abc import Callable, Coroutine
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from audit_job import health
+from audit_job.commands.daemon.leadership import Change, Gained, Leadership
+from audit_job.commands.daemon.rows import SlotRow, SlotRows
+from audit_job.commands.daemon.runs import Runner
+from audit_job.commands.daemon.scheduler import Schedule
+from audit_job.commands.daemon.slots import Gap, missed_message, slots_between
+from audit_job.config import LoadedConfig
+from audit_job.errors import AuditJobError, FencedOut, StoreError
+from audit_job.metrics import DaemonMetrics
+from audit_job.models import RunStatus
+from audit_job.store import leader as lease_store
+from audit_job.store import runs as run_store
+from audit_job.store import schema
+from audit_job.store.engine import create_engine, describe_db_error
+from audit_job.store.types import utcnow
+
+log = logging.getLogger("audit_job.commands.daemon")
+STOP_GRACE_SECONDS = 12.0  # SIGTERM: the run's own stop, then cancel; exit within ~15 s
+
+
+class Daemon:
+    def __init__(
+        self, loaded: LoadedConfig, reload: Callable[[], LoadedConfig] | None = None
+    ) -> None:
+        self.loaded = loaded
+        self.reload_config = reload
+        settings = loaded.settings
+        name = settings.daemon.node_name or run_store.HOST
+        self.node = f"{name}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.metrics = DaemonMetrics()
+        self.stop = asyncio.Event()
+        self.leadership = Leadership(settings.daemon.lease_seconds)
+        self.schedule = Schedule(settings.schedule, self._fire, self._account)
+        self.rows = SlotRows(self.metrics)
+        self.runner = Runner(
+            lambda: self.loaded,
+            self.metrics,
+            self.rows,
+            self._holds,
+            lambda: self._apply(self.leadership.step_down("fenced out")),
+        )
+        self._busy: str | None = None
+        self._gaining = False
+        # Slots that fired while _on_gain was accounting: the ones after what it accounted
+        # for are recorded when it is done (a slot firing during its commit was lost).
+        self._held_back: list[tuple[datetime, RunStatus, Gap | None]] = []
+        self._idle = asyncio.Event()  # set whenever _busy is None
+        self._idle.set()
+        self._gain_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.db_error: str | None = "no leadership check yet"
+        self.engine: AsyncEngine | None = None
+        self._sqlite = make_url(settings.database.url).get_backend_name() == "sqlite"
+
+    @property
+    def lease_seconds(self) -> float:
+        return self.leadership.lease_seconds
+
+    @property
+    def epoch(self) -> int | None:
+        return self.leadership.epoch
+
+    @property
+    def is_leader(self) -> bool:
+        return self.leadership.is_leader
+
+    # -- life --------------------------------------------------------------------------
+
+    async def serve(self) -> None:
+        settings = self.loaded.settings
+        self.loaded.require_credentials()
+        lock = None
+        if self._sqlite:
+            lock = lease_store.lock_sqlite_file(make_url(settings.database.url).database or "")
+        self.engine = create_engine(
+            settings.database.url,
+            connect_timeout_seconds=min(settings.database.connect_timeout_seconds, 5),
+            pool_size=2,
+        )
+        self.rows.engine = self.runner.engine = self.engine
+        runner = None
+        try:
+            if settings.daemon.listen:
+                runner = await health.start_listener(
+                    settings.daemon.listen, self.health, self.scrape
+                )
+                log.info("listening on %s (/healthz, /metrics)", settings.daemon.listen)
+            await self._wait_for_schema()
+            if self.stop.is_set():
+                return
+            self.schedule.start()
+            log.info(
+                "daemon %s started (%s, misfire grace %.0f s, lease %.0f s); next fire at %s",
+                self.node,
+                self.schedule.describe(),
+                settings.schedule.grace_seconds,
+                self.lease_seconds,
+                self.schedule.next_fire(),
+                extra={"event": "daemon_started"},
+            )
+            lease = asyncio.create_task(self._lease_loop(), name="lease")
+            await self.stop.wait()
+            await self._shut_down(lease)
+        finally:
+            if runner is not None:
+                await runner.cleanup()
+            await self.engine.dispose()
+            if lock is not None:
+                lock.close()
+
+    async def _wait_for_schema(self) -> None:
+        """A database that is away at start is waited for (with backoff), not fatal;
+        a database without our schema is (run `audit-job db upgrade`)."""
+        assert self.engine is not None
+        delay = 1.0
+        while not self.stop.is_set():
+            try:
+                async with asyncio.timeout(10):
+                    await schema.require_current(self.engine)
+                return
+            except StoreError as exc:
+                if exc.__cause__ is None:
+                    raise  # the schema is missing or old: retrying cannot help
+                reason = str(exc)
+            except (OSError, SQLAlchemyError, TimeoutError) as exc:
+                reason = describe_db_error(exc)
+            self.db_error = reason
+            log.warning("database not reachable, retrying in %.0f s: %s", delay, reason)
+            try:
+                await asyncio.wait_for(self.stop.wait(), delay)
+            except TimeoutError:
+                pass
+            delay = min(delay * 2, 30.0)
+
+    async def _shut_down(self, lease: asyncio.Task[None]) -> None:
+        log.info("stopping: interrupting the current run (resumable)", extra={"event": "stopping"})
+        self.schedule.pause()
+        self.runner.interrupt()
+        waiting = [t for t in (self.runner.task, self._gain_task) if t is not None and not t.done()]
+        if waiting:
+            _, late = await asyncio.wait(waiting, timeout=STOP_GRACE_SECONDS)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+        self.schedule.shutdown()
+        lease.cancel()
+        await asyncio.gather(lease, return_exceptions=True)
+        epoch = self.leadership.release()
+        if epoch is not None and self.engine is not None:
+            try:
+                async with asyncio.timeout(2):
+                    async with self.engine.begin() as conn:
+                        await lease_store.release(conn, self.node, epoch)
+                log.info("leadership (epoch %d) released", epoch, extra={"event": "lease_released"})
+            except Exception as exc:
+                log.warning("could not release the lease (it expires by itself): %s", exc)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def reload(self) -> None:
+        """SIGHUP: reload the file; schedule and run settings apply from the next fire.
+        The database URL, listener, lease and node name need a restart."""
+        if self.reload_config is None:
+            return
+        try:
+            fresh = self.reload_config()
+        except AuditJobError as exc:
+            log.error("SIGHUP: configuration not reloaded: %s", exc, extra={"event": "reload"})
+            return
+        old = self.loaded.settings
+        for section in ("database", "daemon"):
+            if getattr(old, section) != getattr(fresh.settings, section):
+                log.warning("SIGHUP: [%s] changes take effect after a restart", section)
+        fresh = LoadedConfig(
+            fresh.settings.model_copy(update={"database": old.database, "daemon": old.daemon}),
+            fresh.origin,
+            fresh.warnings,
+        )
+        self.loaded = fresh
+        self.schedule.reschedule(fresh.settings.schedule)
+        log.info(
+            "SIGHUP: configuration reloaded from %s; next fire at %s",
+            fresh.origin,
+            self.schedule.next_fire(),
+            extra={"event": "reload"},
+        )
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # -- leadership --------------------------------------------------------------------
+
+    async def _lease_loop(self) -> None:
+        every = self.lease_seconds / 3
+        delay = every
+        while not self.stop.is_set():
+            started = self.leadership.clock()
+            try:
+                async with asyncio.timeout(every):
+                    epoch = await self._take_or_renew()
+                self.db_error = None
+                delay = every
+                changes = self.leadership.checked(epoch, started)
+            except Exception as exc:
+                self.db_error = describe_db_error(exc) if str(exc) else type(exc).__name__
+                log.warning(
+                    "leadership check failed, so not leader (fail closed): %s",
+                    self.db_error,
+                    extra={"event": "lease_error"},
+                )
+                delay = min(delay * 2, max(every, 30.0))
+                changes = self.leadership.failed()
+            self._apply(changes)
+            try:
+                await asyncio.wait_for(self.stop.wait(), max(0.05, delay))
+            except TimeoutError:
+                pass
+
+    async def _take_or_renew(self) -> int | None:
+        assert self.engine is not None
+        async with self.engine.begin() as conn:
+            return await lease_store.take_or_renew(
+                conn, self.node, self.epoch, self.lease_seconds, force=self._sqlite
+            )
+
+    def _apply(self, changes: list[Change]) -> None:
+        for change in changes:
+            if isinstance(change, Gained):
+                self._gain(change.epoch)
+            else:
+                self._step_down(change.reason)
+
+    def _gain(self, epoch: int) -> None:
+        self.metrics.leader, self.metrics.epoch = True, epoch
+        self._gaining = True  # until _on_gain has accounted for the slots so far
+        self._held_back = []
+        log.info("leader now (epoch %d)", epoch, extra={"event": "leader_gained"})
+        self._gain_task = self._spawn(self._on_gain(epoch))
+
+    def _step_down(self, reason: str) -> None:
+        log.warning(
+            "not leader any more (%s); the current run stops without writing more",
+            reason,
+            extra={"event": "leader_lost"},
+        )
+        self.metrics.leader = False
+        self.runner.cancel()
+        if self._gain_task is not None and not self._gain_task.done():
+            self._gain_task.cancel()
+
+    def _holds(self, epoch: int) -> bool:
+        return self.leadership.holds(epoch) and not self.stop.is_set()
+
+    async def _on_gain(self, epoch: int) -> None:
+        """Account for what happened while nobody (or another node) led, then catch up."""
+        assert self.engine is not None
+        while self._busy and self._holds(epoch):  # the previous epoch's work is ending
+            try:
+                await asyncio.wait_for(self._idle.wait(), 0.5)
+            except TimeoutError:
+                pass
+        if not self._holds(epoch):
+            return
+        self._busy = "catch-up"
+        self._idle.clear()
+        try:
+            schedule = self.loaded.settings.schedule
+            async with self.engine.begin() as conn:
+                await run_store.lock_run_creation(conn)  # lock order as in run.py
+                await lease_store.check_fence(conn, epoch)
+                for run_id in await lease_store.interrupt_superseded(conn, epoch):
+                    log.info("run %d of an older leader is marked interrupted", run_id)
+                last = await lease_store.last_slot(conn)
+                missed = slots_between(self.schedule.trigger, last, utcnow()) if last else None
+                recorded = missed is not None and await lease_store.record_slot(
+                    conn,
+                    missed[1],
+                    RunStatus.MISSED,
+                    missed_message(*missed),
+                    epoch=epoch,
+                    missed=missed,
+                )
+            self._gaining = False
+            if recorded and missed is not None:
+                self.metrics.missed_slots += missed[2]
+                log.warning("%s", missed_message(*missed), extra={"event": "slots_missed"})
+            accounted = missed[1] if missed is not None else last
+            held, self._held_back = self._held_back, []
+            for slot, status, gap in held:
+                if accounted is None or slot > accounted:
+                    message = missed_message(*gap) if gap else "taking over was still going"
+                    await self.rows.record(epoch, SlotRow(slot, status, message, gap))
+            await self.runner.work(epoch, None, catch_up=recorded and schedule.catch_up)
+        except FencedOut as exc:
+            log.warning("%s", exc, extra={"event": "fenced_out"})
+        except Exception as exc:
+            log.error("taking over failed: %s", describe_db_error(exc), extra={"event": "gain"})
+        finally:
+            if asyncio.current_task() is self._gain_task:  # not a newer takeover's flag
+                self._gaining = False
+            self._busy = None
+            self._idle.set()
+
+    # -- slots ---------------------------------------------------------------------------
+
+    def _account(self, slot: datetime, status: RunStatus, missed: Gap | None) -> None:
+        if self._gaining:
+            self._held_back.append((slot, status, missed))
+            return
+        epoch = self.epoch
+        if self.is_leader and epoch is not None:
+            message = (
+                missed_message(*missed)
+                if missed
+                else f"{self._busy or 'a run'} was still going at this slot"
+            )
+            self._spawn(self.rows.record(epoch, SlotRow(slot, status, message, missed)))
+
+    async def _fire(self, slot: datetime) -> None:
+        if self._gaining:  # _on_gain accounts for it, or records it
+            self._held_back.append((slot, RunStatus.SKIPPED_OVERLAP, None))
+            return
+        epoch = self.epoch
+        if not self.is_leader or epoch is None:
+            return  # a follower
+        if self._busy:
+            message = f"{self._busy} was still going at this slot"
+            await self.rows.record(epoch, SlotRow(slot, RunStatus.SKIPPED_OVERLAP, message))
+            return
+        self._busy = f"the run of slot {slot.isoformat()}"
+        self._idle.clear()
+        try:
+            await self.runner.work(epoch, slot)
+        finally:
+            self._busy = None
+            self._idle.set()
+            log.info("next fire at %s", self.schedule.next_fire(), extra={"event": "next_fire"})
+
+    # -- health and metrics ----------------------------------------------------------------
+
+    async def health(self) -> tuple[bool, str]:
+        if self.db_error is not None:
+            return False, f"database: {self.db_error}"
+        if not self.schedule.running:
+            return False, "scheduler not running"
+        role = f"leader (epoch {self.epoch})" if self.is_leader else "follower"
+        return True, f"ok: {role}, next fire at {self.schedule.next_fire()}"
+
+    async def scrape(self) -> bytes:
+        if self.engine is not None:
+            try:
+                async with asyncio.timeout(2), self.engine.connect() as conn:
+                    oldest = await lease_store.oldest_checked_per_app(conn)
+                now = utcnow()
+                self.metrics.freshness = {
+                    app: (now - at).total_seconds() for app, at in oldest.items() if at
+                }
+            except Exception as exc:
+                log.debug("freshness not read: %s", exc)
+        return self.metrics.render()

@@ -1,0 +1,106 @@
+"""The daemon's slot rules, on explicit times: triggers, slots between two times, gaps."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from audit_job.commands.daemon.slots import coalesced_gap, make_trigger, norm, slots_between
+from audit_job.config import ScheduleSettings
+
+
+def at(hour: int, minute: int = 0, second: int = 0, micro: int = 0, day: int = 5) -> datetime:
+    return datetime(2026, 5, day, hour, minute, second, micro, tzinfo=UTC)
+
+
+EVERY_2S = make_trigger(ScheduleSettings(interval_seconds=2))
+HOURLY = make_trigger(ScheduleSettings(cron="0 * * * *"))
+KOLKATA_9AM = make_trigger(ScheduleSettings(cron="0 9 * * *", timezone="Asia/Kolkata"))
+
+
+def test_norm_stores_a_slot_in_utc_to_the_millisecond() -> None:
+    local = datetime(2026, 5, 5, 15, 30, 0, 499_600, tzinfo=ZoneInfo("Asia/Kolkata"))
+    assert norm(local) == at(10, 0, 0, 500_000)
+    assert norm(at(10, 0, 1, 999_999)) == at(10, 0, 2)
+    assert norm(at(10)).tzinfo is UTC
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Asia/Kolkata"])
+def test_interval_slots_are_anchored_in_utc_whatever_the_zone(zone: str) -> None:
+    trigger = make_trigger(ScheduleSettings(interval_seconds=90, timezone=zone))
+    # 2000-01-01 + a whole number of 90 s steps: midnight UTC is a slot, 00:01:30 the next.
+    assert norm(trigger.get_next_fire_time(None, at(0, 0, 1))) == at(0, 1, 30)
+    assert slots_between(trigger, at(0), at(0, 6)) == (at(0, 1, 30), at(0, 6), 4)
+
+
+@pytest.mark.parametrize(
+    ("after", "until", "expected"),
+    [
+        (at(10), at(10), None),  # an empty span
+        (at(10, 0, 0, 500_000), at(10, 0, 1, 900_000), None),  # between two slots
+        (at(10), at(10, 0, 1, 999_000), None),  # `after` itself is excluded
+        (at(10), at(10, 0, 2), (at(10, 0, 2), at(10, 0, 2), 1)),  # `until` is included
+        (at(10, 0, 1), at(10, 0, 3), (at(10, 0, 2), at(10, 0, 2), 1)),
+        (at(9, 59, 53), at(10, 0, 0, 500_000), (at(9, 59, 54), at(10), 4)),
+        (at(10), at(11), (at(10, 0, 2), at(11), 1800)),
+    ],
+)
+def test_interval_slots_between(
+    after: datetime, until: datetime, expected: tuple[datetime, datetime, int] | None
+) -> None:
+    assert slots_between(EVERY_2S, after, until) == expected
+
+
+def test_interval_slots_agree_with_the_scheduler_fire_times() -> None:
+    fired, when = [], at(10, 0, 0, 300_000)
+    for _ in range(5):
+        when = EVERY_2S.get_next_fire_time(None, when + timedelta(milliseconds=1))
+        fired.append(norm(when))
+    assert slots_between(EVERY_2S, at(10), fired[-1]) == (fired[0], fired[-1], 5)
+
+
+@pytest.mark.parametrize(
+    ("after", "until", "expected"),
+    [
+        (at(10, 0, 1), at(10, 59, 59), None),
+        (at(10), at(11), (at(11), at(11), 1)),
+        (at(10), at(13, 30), (at(11), at(13), 3)),
+        (at(0), at(0, day=6), (at(1), at(0, day=6), 24)),
+    ],
+)
+def test_cron_slots_between_in_utc(
+    after: datetime, until: datetime, expected: tuple[datetime, datetime, int] | None
+) -> None:
+    assert slots_between(HOURLY, after, until) == expected
+
+
+def test_cron_slots_follow_the_schedule_zone() -> None:
+    # 09:00 in Kolkata (UTC+05:30, no daylight saving) is 03:30 UTC.
+    assert slots_between(KOLKATA_9AM, at(0, day=1), at(0, day=4)) == (
+        at(3, 30, day=1),
+        at(3, 30, day=3),
+        3,
+    )
+    assert slots_between(KOLKATA_9AM, at(3, 30, day=1), at(3, 29, day=2)) is None
+
+
+@pytest.mark.parametrize(
+    ("last_seen", "fired", "expected"),
+    [
+        (at(10), at(10, 0, 2), None),  # the next slot: nothing coalesced away
+        (at(10, 0, 0, 400_000), at(10, 0, 2), None),  # last seen between slots
+        (at(10), at(10, 0, 4), (at(10, 0, 2), at(10, 0, 2), 1)),
+        (at(10), at(10, 0, 10), (at(10, 0, 2), at(10, 0, 8), 4)),
+    ],
+)
+def test_coalesced_gap_is_every_slot_between_the_last_seen_and_the_fired_one(
+    last_seen: datetime, fired: datetime, expected: tuple[datetime, datetime, int] | None
+) -> None:
+    assert coalesced_gap(EVERY_2S, last_seen, fired) == expected
+
+
+def test_coalesced_gap_on_a_cron_schedule() -> None:
+    assert coalesced_gap(HOURLY, at(10), at(14)) == (at(11), at(13), 3)
+    assert coalesced_gap(HOURLY, at(10), at(11)) is None
