@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -62,13 +63,25 @@ class Runner:
         if self.task is not None and not self.task.done():
             self.task.cancel()
 
-    async def work(self, epoch: int, slot: datetime | None, *, catch_up: bool = True) -> None:
+    async def work(
+        self, epoch: int, slot: datetime | None, token: int, *, catch_up: bool = True
+    ) -> None:
         """Resume first (an interrupted or dead run), then the slot's run (or a catch-up
-        run when `slot` is None and `catch_up`)."""
+        run when `slot` is None and `catch_up`). Rows held back under `token` are
+        released once the slot has its row."""
         settings = self.config().settings
         fence = self._fence(epoch)
         if settings.schedule.resume_interrupted and self.holds(epoch):
-            run_id = await self._resumable()
+            try:
+                run_id = await self._resumable()
+            except Exception as exc:
+                # Not known whether a run waits to be resumed: starting a new one could
+                # leave it behind for good, so this slot is missed.
+                reason = describe_db_error(exc)
+                log.error("no run to resume found: %s", reason, extra={"event": "resume_first"})
+                if slot is not None:
+                    await self._missed(epoch, slot, token, f"the run could not start: {reason}")
+                return
             if run_id is not None:
                 log.info("resuming run %d first", run_id, extra={"event": "resume_first"})
                 await self._run(
@@ -76,13 +89,12 @@ class Runner:
                     RunRequest(
                         trigger=RunTrigger.SCHEDULE, resume_run_id=run_id, epoch=epoch, fence=fence
                     ),
-                    None,
                 )
         if (slot is not None or catch_up) and self.holds(epoch):
             request = RunRequest(
                 trigger=RunTrigger.SCHEDULE, scheduled_for=slot, epoch=epoch, fence=fence
             )
-            await self._run(epoch, request, slot)
+            await self._run(epoch, request, slot, token)
         if settings.retention.keep_days and self.holds(epoch):
             await self._prune(settings.retention.keep_days)
 
@@ -109,12 +121,21 @@ class Runner:
         dead = run.is_dead(utcnow(), self.config().settings.audit.dead_after_seconds)
         return run.id if run.status == RunStatus.INTERRUPTED or dead else None
 
-    async def _run(self, epoch: int, request: RunRequest, slot: datetime | None) -> None:
+    async def _run(
+        self,
+        epoch: int,
+        request: RunRequest,
+        slot: datetime | None = None,
+        token: int | None = None,
+    ) -> None:
+        def on_start(handle: Any) -> None:  # the run's row exists from here on
+            self.metrics.run_started(handle)
+            if slot is not None and token is not None:
+                self.rows.release(epoch, token, slot)
+
         stop = asyncio.Event()
         self._stop = stop
-        task = asyncio.create_task(
-            execute(self.config(), request, stop, on_start=self.metrics.run_started)
-        )
+        task = asyncio.create_task(execute(self.config(), request, stop, on_start=on_start))
         self.task = task
         started = time.monotonic()
         try:
@@ -137,6 +158,8 @@ class Runner:
             # One row per slot all the same: skipped (another run is live) unless the
             # slot already has its row (then nothing is inserted).
             await self.rows.record(epoch, SlotRow(slot, RunStatus.SKIPPED_OVERLAP, str(exc)))
+            if token is not None:
+                self.rows.release(epoch, token, slot)
         elif isinstance(exc, FencedOut):
             log.warning("%s", exc, extra={"event": "fenced_out"})
             self.fenced_out()
@@ -147,9 +170,12 @@ class Runner:
                 log.error("run failed: %r", exc, exc_info=exc, extra={"event": "run_error"})
             if slot is not None:
                 # When the run could not even be created, the slot still gets its row.
-                message = f"the run could not start: {exc}"
-                row = SlotRow(slot, RunStatus.MISSED, message, (slot, slot, 1))
-                await self.rows.record(epoch, row)
+                await self._missed(epoch, slot, token, f"the run could not start: {exc}")
+
+    async def _missed(self, epoch: int, slot: datetime, token: int | None, message: str) -> None:
+        await self.rows.record(epoch, SlotRow(slot, RunStatus.MISSED, message, (slot, slot, 1)))
+        if token is not None:
+            self.rows.release(epoch, token, slot)
 
     async def _prune(self, keep_days: int) -> None:
         assert self.engine is not None

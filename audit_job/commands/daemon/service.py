@@ -63,7 +63,7 @@ class Daemon:
         self.stop = asyncio.Event()
         self.leadership = Leadership(settings.daemon.lease_seconds)
         self.schedule = Schedule(settings.schedule, self._fire, self._account)
-        self.rows = SlotRows(self.metrics)
+        self.rows = SlotRows(self.metrics, self._spawn)
         self.runner = Runner(
             lambda: self.loaded,
             self.metrics,
@@ -72,10 +72,6 @@ class Daemon:
             lambda: self._apply(self.leadership.step_down("fenced out")),
         )
         self._busy: str | None = None
-        self._gaining = False
-        # Slots that fired while _on_gain was accounting: the ones after what it accounted
-        # for are recorded when it is done (a slot firing during its commit was lost).
-        self._held_back: list[tuple[datetime, RunStatus, Gap | None]] = []
         self._idle = asyncio.Event()  # set whenever _busy is None
         self._idle.set()
         self._gain_task: asyncio.Task[None] | None = None
@@ -268,10 +264,9 @@ class Daemon:
 
     def _gain(self, epoch: int) -> None:
         self.metrics.leader, self.metrics.epoch = True, epoch
-        self._gaining = True  # until _on_gain has accounted for the slots so far
-        self._held_back = []
+        token = self.rows.held.start()  # until _on_gain has accounted for the slots so far
         log.info("leader now (epoch %d)", epoch, extra={"event": "leader_gained"})
-        self._gain_task = self._spawn(self._on_gain(epoch))
+        self._gain_task = self._spawn(self._on_gain(epoch, token))
 
     def _step_down(self, reason: str) -> None:
         log.warning(
@@ -280,6 +275,7 @@ class Daemon:
             extra={"event": "leader_lost"},
         )
         self.metrics.leader = False
+        self.rows.held.drop()  # the next takeover accounts for those slots
         self.runner.cancel()
         if self._gain_task is not None and not self._gain_task.done():
             self._gain_task.cancel()
@@ -287,7 +283,7 @@ class Daemon:
     def _holds(self, epoch: int) -> bool:
         return self.leadership.holds(epoch) and not self.stop.is_set()
 
-    async def _on_gain(self, epoch: int) -> None:
+    async def _on_gain(self, epoch: int, token: int) -> None:
         """Account for what happened while nobody (or another node) led, then catch up."""
         assert self.engine is not None
         while self._busy and self._holds(epoch):  # the previous epoch's work is ending
@@ -316,57 +312,47 @@ class Daemon:
                     epoch=epoch,
                     missed=missed,
                 )
-            self._gaining = False
             if recorded and missed is not None:
                 self.metrics.missed_slots += missed[2]
                 log.warning("%s", missed_message(*missed), extra={"event": "slots_missed"})
-            accounted = missed[1] if missed is not None else last
-            held, self._held_back = self._held_back, []
-            for slot, status, gap in held:
-                if accounted is None or slot > accounted:
-                    message = missed_message(*gap) if gap else "taking over was still going"
-                    await self.rows.record(epoch, SlotRow(slot, status, message, gap))
-            await self.runner.work(epoch, None, catch_up=recorded and schedule.catch_up)
+            self.rows.release(epoch, token, missed[1] if missed is not None else last)
+            await self.runner.work(epoch, None, token, catch_up=recorded and schedule.catch_up)
         except FencedOut as exc:
+            self.rows.held.drop(token)
             log.warning("%s", exc, extra={"event": "fenced_out"})
         except Exception as exc:
+            self.rows.held.drop(token)
             log.error("taking over failed: %s", describe_db_error(exc), extra={"event": "gain"})
         finally:
-            if asyncio.current_task() is self._gain_task:  # not a newer takeover's flag
-                self._gaining = False
             self._busy = None
             self._idle.set()
 
     # -- slots ---------------------------------------------------------------------------
 
     def _account(self, slot: datetime, status: RunStatus, missed: Gap | None) -> None:
-        if self._gaining:
-            self._held_back.append((slot, status, missed))
-            return
-        epoch = self.epoch
-        if self.is_leader and epoch is not None:
-            message = (
-                missed_message(*missed)
-                if missed
-                else f"{self._busy or 'a run'} was still going at this slot"
-            )
-            self._spawn(self.rows.record(epoch, SlotRow(slot, status, message, missed)))
+        message = missed_message(*missed) if missed else self._still_going()
+        self.rows.account(
+            self.epoch if self.is_leader else None, SlotRow(slot, status, message, missed)
+        )
+
+    def _still_going(self) -> str:
+        return f"{self._busy or 'a run'} was still going at this slot"
 
     async def _fire(self, slot: datetime) -> None:
-        if self._gaining:  # _on_gain accounts for it, or records it
-            self._held_back.append((slot, RunStatus.SKIPPED_OVERLAP, None))
+        skipped = SlotRow(slot, RunStatus.SKIPPED_OVERLAP, self._still_going())
+        if self.rows.held.hold(skipped):  # an earlier slot has no row yet
             return
         epoch = self.epoch
         if not self.is_leader or epoch is None:
             return  # a follower
         if self._busy:
-            message = f"{self._busy} was still going at this slot"
-            await self.rows.record(epoch, SlotRow(slot, RunStatus.SKIPPED_OVERLAP, message))
+            await self.rows.record(epoch, skipped)
             return
         self._busy = f"the run of slot {slot.isoformat()}"
         self._idle.clear()
+        token = self.rows.held.start()  # until the slot's run has its row (after a resume)
         try:
-            await self.runner.work(epoch, slot)
+            await self.runner.work(epoch, slot, token)
         finally:
             self._busy = None
             self._idle.set()
