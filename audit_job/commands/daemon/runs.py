@@ -63,12 +63,10 @@ class Runner:
         if self.task is not None and not self.task.done():
             self.task.cancel()
 
-    async def work(
-        self, epoch: int, slot: datetime | None, token: int, *, catch_up: bool = True
-    ) -> None:
-        """Resume first (an interrupted or dead run), then the slot's run (or a catch-up
-        run when `slot` is None and `catch_up`). Rows held back under `token` are
-        released once the slot has its row."""
+    async def work(self, epoch: int, slot: datetime | None, token: int) -> None:
+        """Resume first (an interrupted or dead run), then the slot's run (none when
+        `slot` is None). Rows held back under `token` are released once the slot has
+        its row."""
         settings = self.config().settings
         fence = self._fence(epoch)
         if settings.schedule.resume_interrupted and self.holds(epoch):
@@ -78,7 +76,11 @@ class Runner:
                 # Not known whether a run waits to be resumed: starting a new one could
                 # leave it behind for good, so this slot is missed.
                 reason = describe_db_error(exc)
-                log.error("no run to resume found: %s", reason, extra={"event": "resume_first"})
+                log.error(
+                    "looking for a run to resume failed: %s",
+                    reason,
+                    extra={"event": "resume_first"},
+                )
                 if slot is not None:
                     await self._missed(epoch, slot, token, f"the run could not start: {reason}")
                 return
@@ -90,7 +92,7 @@ class Runner:
                         trigger=RunTrigger.SCHEDULE, resume_run_id=run_id, epoch=epoch, fence=fence
                     ),
                 )
-        if (slot is not None or catch_up) and self.holds(epoch):
+        if slot is not None and self.holds(epoch):
             request = RunRequest(
                 trigger=RunTrigger.SCHEDULE, scheduled_for=slot, epoch=epoch, fence=fence
             )

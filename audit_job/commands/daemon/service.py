@@ -1,7 +1,9 @@
 """`audit-job daemon`: scheduled audits, one fenced leader, every slot accounted for.
 
     lease loop (every lease/3) ──> Leadership ── gained: interrupt runs of older epochs,
-                                   │              record missed slots, resume, catch up
+                                   │   one `missed` row for the slots since the last row
+                                   │   but the latest, resume first, then the catch-up
+                                   │   run of the latest (slots.plan_takeover)
                                    └── stepped down (lost, error): cancel the run
     Schedule ── on_fire(slot) ──> not leader: nothing (the leader records the slot)
                                   busy: `skipped_overlap` row
@@ -9,11 +11,12 @@
              ── on_slot(max instances / misfire / coalesced gap) ──> skipped / missed row
 
 Every slot ends as exactly one `audit_run` row (unique `scheduled_for`): its run, a
-`skipped_overlap` row or a `missed` row. Runs carry the leader's epoch and every write
-checks it (store/leader.py), so a node that froze and woke after a takeover writes
-nothing more. On SQLite a lock file next to the database excludes a second daemon.
-This module only wires the parts: slot rules (slots.py), leadership (leadership.py), the
-scheduler (scheduler.py), runs (commands/run.py), prune, /healthz and /metrics.
+`skipped_overlap` row or a `missed` row; every run the scheduler starts names its slot.
+Runs carry the leader's epoch and every write checks it (store/leader.py), so a node
+that froze and woke after a takeover writes nothing more. On SQLite a lock file next to
+the database excludes a second daemon. This module only wires the parts: slot rules
+(slots.py), leadership (leadership.py), the scheduler (scheduler.py), slot rows
+(rows.py), runs (runs.py), /healthz and /metrics.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from audit_job.commands.daemon.leadership import Change, Gained, Leadership
 from audit_job.commands.daemon.rows import SlotRow, SlotRows
 from audit_job.commands.daemon.runs import Runner
 from audit_job.commands.daemon.scheduler import Schedule
-from audit_job.commands.daemon.slots import Gap, missed_message, slots_between
+from audit_job.commands.daemon.slots import Gap, missed_message, plan_takeover
 from audit_job.config import LoadedConfig
 from audit_job.errors import AuditJobError, FencedOut, StoreError
 from audit_job.metrics import DaemonMetrics
@@ -293,17 +296,18 @@ class Daemon:
                 pass
         if not self._holds(epoch):
             return
-        self._busy = "catch-up"
+        self._busy = "taking over"
         self._idle.clear()
         try:
-            schedule = self.loaded.settings.schedule
+            catch_up = self.loaded.settings.schedule.catch_up
             async with self.engine.begin() as conn:
                 await run_store.lock_run_creation(conn)  # lock order as in run.py
                 await lease_store.check_fence(conn, epoch)
                 for run_id in await lease_store.interrupt_superseded(conn, epoch):
                     log.info("run %d of an older leader is marked interrupted", run_id)
                 last = await lease_store.last_slot(conn)
-                missed = slots_between(self.schedule.trigger, last, utcnow()) if last else None
+                plan = plan_takeover(self.schedule.trigger, last, utcnow(), catch_up=catch_up)
+                missed = plan.missed
                 recorded = missed is not None and await lease_store.record_slot(
                     conn,
                     missed[1],
@@ -315,8 +319,15 @@ class Daemon:
             if recorded and missed is not None:
                 self.metrics.missed_slots += missed[2]
                 log.warning("%s", missed_message(*missed), extra={"event": "slots_missed"})
-            self.rows.release(epoch, token, missed[1] if missed is not None else last)
-            await self.runner.work(epoch, None, token, catch_up=recorded and schedule.catch_up)
+            if plan.catch_up is None:
+                self.rows.release(epoch, token, plan.accounted)
+                await self.runner.work(epoch, None, token)
+                return
+            # The rows of later slots stay held until the catch-up run has its row.
+            slot = plan.catch_up.isoformat()
+            log.info("catching up slot %s", slot, extra={"event": "catch_up"})
+            self._busy = f"the catch-up run of slot {slot}"
+            await self.runner.work(epoch, plan.catch_up, token)
         except FencedOut as exc:
             self.rows.held.drop(token)
             log.warning("%s", exc, extra={"event": "fenced_out"})

@@ -9,6 +9,7 @@ clock: every time is an argument.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -64,6 +65,34 @@ def coalesced_gap(trigger: BaseTrigger, last_seen: datetime, fired: datetime) ->
     """The slots after `last_seen` that the scheduler coalesced away before firing `fired`
     (a suspended process, a loop blocked past several slots): each still needs its row."""
     return slots_between(trigger, last_seen, fired - TICK)
+
+
+@dataclass(frozen=True)
+class Takeover:
+    """The rows a new leader writes for the slots after the latest slot row."""
+
+    missed: Gap | None  # summarised on one `missed` row
+    catch_up: datetime | None  # the slot the catch-up run serves
+    accounted: datetime | None  # the latest slot with a row once both are written
+
+
+def plan_takeover(
+    trigger: BaseTrigger, last: datetime | None, now: datetime, *, catch_up: bool
+) -> Takeover:
+    """Every slot in (last, now] gets exactly one row. With catch-up the latest of them
+    gets the catch-up run and the `missed` row covers the ones before it (no `missed` row
+    for a single slot); without, the `missed` row covers them all. A database without
+    any slot row yet (`last` None) has nothing to account for."""
+    if last is None:
+        return Takeover(None, None, None)
+    gap = slots_between(trigger, last, now)
+    if gap is None:
+        return Takeover(None, None, last)
+    if not catch_up:
+        return Takeover(gap, None, gap[1])
+    latest = gap[1]
+    before = slots_between(trigger, last, latest - TICK) if gap[2] > 1 else None
+    return Takeover(before, latest, latest)
 
 
 def missed_message(first: datetime, last: datetime, count: int) -> str:
