@@ -1,10 +1,10 @@
 """`audit-job daemon`: scheduled audits, one fenced leader, every slot accounted for.
 
-    lease loop (every lease/3) ──> Leadership ── gained: interrupt runs of older epochs,
-                                   │   one `missed` row for the slots since the last row
-                                   │   but the latest, resume first, then the catch-up
-                                   │   run of the latest (slots.plan_takeover)
-                                   └── stepped down (lost, error): cancel the run
+    Lease (every lease/3) ──> Leadership ── gained: interrupt runs of older epochs,
+                              │   one `missed` row for the slots since the last row
+                              │   but the latest, resume first, then the catch-up
+                              │   run of the latest (slots.plan_takeover)
+                              └── stepped down (lost, error): cancel the run
     Schedule ── on_fire(slot) ──> not leader: nothing (the leader records the slot)
                                   busy: `skipped_overlap` row
                                   else: resume first, then the slot's run
@@ -15,8 +15,9 @@ Every slot ends as exactly one `audit_run` row (unique `scheduled_for`): its run
 Runs carry the leader's epoch and every write checks it (store/leader.py), so a node
 that froze and woke after a takeover writes nothing more. On SQLite a lock file next to
 the database excludes a second daemon. This module only wires the parts: slot rules
-(slots.py), leadership (leadership.py), the scheduler (scheduler.py), slot rows
-(rows.py), runs (runs.py), /healthz and /metrics.
+(slots.py), leadership (leadership.py) and its lease (lease.py), the scheduler
+(scheduler.py), slot rows (rows.py), runs (runs.py), /healthz and /metrics
+(endpoint.py).
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from audit_job import health
+from audit_job.commands.daemon.endpoint import Endpoint
 from audit_job.commands.daemon.leadership import Change, Gained, Leadership
+from audit_job.commands.daemon.lease import Lease
 from audit_job.commands.daemon.rows import SlotRow, SlotRows
 from audit_job.commands.daemon.runs import Runner
 from audit_job.commands.daemon.scheduler import Schedule
@@ -64,8 +66,13 @@ class Daemon:
         self.node = f"{name}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.metrics = DaemonMetrics()
         self.stop = asyncio.Event()
+        self._sqlite = make_url(settings.database.url).get_backend_name() == "sqlite"
         self.leadership = Leadership(settings.daemon.lease_seconds)
+        self.lease = Lease(self.leadership, self.node, self._apply, force=self._sqlite)
         self.schedule = Schedule(settings.schedule, self._fire, self._account)
+        self.endpoint = Endpoint(
+            self.metrics, self.leadership, self.schedule, lambda: self.lease.db_error
+        )
         self.rows = SlotRows(self.metrics, self._spawn)
         self.runner = Runner(
             lambda: self.loaded,
@@ -79,9 +86,7 @@ class Daemon:
         self._idle.set()
         self._gain_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.db_error: str | None = "no leadership check yet"
         self.engine: AsyncEngine | None = None
-        self._sqlite = make_url(settings.database.url).get_backend_name() == "sqlite"
 
     @property
     def lease_seconds(self) -> float:
@@ -108,14 +113,12 @@ class Daemon:
             connect_timeout_seconds=min(settings.database.connect_timeout_seconds, 5),
             pool_size=2,
         )
-        self.rows.engine = self.runner.engine = self.engine
+        self.lease.engine = self.rows.engine = self.runner.engine = self.engine
+        self.endpoint.engine = self.engine
         runner = None
         try:
             if settings.daemon.listen:
-                runner = await health.start_listener(
-                    settings.daemon.listen, self.health, self.scrape
-                )
-                log.info("listening on %s (/healthz, /metrics)", settings.daemon.listen)
+                runner = await self.endpoint.start(settings.daemon.listen)
             await self._wait_for_schema()
             if self.stop.is_set():
                 return
@@ -129,7 +132,7 @@ class Daemon:
                 self.schedule.next_fire(),
                 extra={"event": "daemon_started"},
             )
-            lease = asyncio.create_task(self._lease_loop(), name="lease")
+            lease = asyncio.create_task(self.lease.keep(self.stop), name="lease")
             await self.stop.wait()
             await self._shut_down(lease)
         finally:
@@ -155,7 +158,7 @@ class Daemon:
                 reason = str(exc)
             except (OSError, SQLAlchemyError, TimeoutError) as exc:
                 reason = describe_db_error(exc)
-            self.db_error = reason
+            self.lease.db_error = reason
             log.warning("database not reachable, retrying in %.0f s: %s", delay, reason)
             try:
                 await asyncio.wait_for(self.stop.wait(), delay)
@@ -176,15 +179,7 @@ class Daemon:
         self.schedule.shutdown()
         lease.cancel()
         await asyncio.gather(lease, return_exceptions=True)
-        epoch = self.leadership.release()
-        if epoch is not None and self.engine is not None:
-            try:
-                async with asyncio.timeout(2):
-                    async with self.engine.begin() as conn:
-                        await lease_store.release(conn, self.node, epoch)
-                log.info("leadership (epoch %d) released", epoch, extra={"event": "lease_released"})
-            except Exception as exc:
-                log.warning("could not release the lease (it expires by itself): %s", exc)
+        await self.lease.release()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -224,39 +219,6 @@ class Daemon:
         return task
 
     # -- leadership --------------------------------------------------------------------
-
-    async def _lease_loop(self) -> None:
-        every = self.lease_seconds / 3
-        delay = every
-        while not self.stop.is_set():
-            started = self.leadership.clock()
-            try:
-                async with asyncio.timeout(every):
-                    epoch = await self._take_or_renew()
-                self.db_error = None
-                delay = every
-                changes = self.leadership.checked(epoch, started)
-            except Exception as exc:
-                self.db_error = describe_db_error(exc) if str(exc) else type(exc).__name__
-                log.warning(
-                    "leadership check failed, so not leader (fail closed): %s",
-                    self.db_error,
-                    extra={"event": "lease_error"},
-                )
-                delay = min(delay * 2, max(every, 30.0))
-                changes = self.leadership.failed()
-            self._apply(changes)
-            try:
-                await asyncio.wait_for(self.stop.wait(), max(0.05, delay))
-            except TimeoutError:
-                pass
-
-    async def _take_or_renew(self) -> int | None:
-        assert self.engine is not None
-        async with self.engine.begin() as conn:
-            return await lease_store.take_or_renew(
-                conn, self.node, self.epoch, self.lease_seconds, force=self._sqlite
-            )
 
     def _apply(self, changes: list[Change]) -> None:
         for change in changes:
@@ -368,26 +330,3 @@ class Daemon:
             self._busy = None
             self._idle.set()
             log.info("next fire at %s", self.schedule.next_fire(), extra={"event": "next_fire"})
-
-    # -- health and metrics ----------------------------------------------------------------
-
-    async def health(self) -> tuple[bool, str]:
-        if self.db_error is not None:
-            return False, f"database: {self.db_error}"
-        if not self.schedule.running:
-            return False, "scheduler not running"
-        role = f"leader (epoch {self.epoch})" if self.is_leader else "follower"
-        return True, f"ok: {role}, next fire at {self.schedule.next_fire()}"
-
-    async def scrape(self) -> bytes:
-        if self.engine is not None:
-            try:
-                async with asyncio.timeout(2), self.engine.connect() as conn:
-                    oldest = await lease_store.oldest_checked_per_app(conn)
-                now = utcnow()
-                self.metrics.freshness = {
-                    app: (now - at).total_seconds() for app, at in oldest.items() if at
-                }
-            except Exception as exc:
-                log.debug("freshness not read: %s", exc)
-        return self.metrics.render()
