@@ -85,6 +85,7 @@ class Daemon:
         self._idle = asyncio.Event()  # set whenever _busy is None
         self._idle.set()
         self._gain_task: asyncio.Task[None] | None = None
+        self._fire_task: asyncio.Task[Any] | None = None  # a slot's work under way
         self._tasks: set[asyncio.Task[Any]] = set()
         self.engine: AsyncEngine | None = None
 
@@ -170,7 +171,10 @@ class Daemon:
         log.info("stopping: interrupting the current run (resumable)", extra={"event": "stopping"})
         self.schedule.pause()
         self.runner.interrupt()
-        waiting = [t for t in (self.runner.task, self._gain_task) if t is not None and not t.done()]
+        # A slot's work is waited for too (it ends at once: nothing starts while stopping);
+        # left to the loop's teardown, it ended in a CancelledError traceback.
+        tasks = (self.runner.task, self._gain_task, self._fire_task)
+        waiting = [t for t in tasks if t is not None and not t.done()]
         if waiting:
             _, late = await asyncio.wait(waiting, timeout=STOP_GRACE_SECONDS)
             for task in late:
@@ -323,10 +327,12 @@ class Daemon:
             return
         self._busy = f"the run of slot {slot.isoformat()}"
         self._idle.clear()
+        self._fire_task = asyncio.current_task()
         token = self.rows.held.start()  # until the slot's run has its row (after a resume)
         try:
             await self.runner.work(epoch, slot, token)
         finally:
+            self._fire_task = None
             self._busy = None
             self._idle.set()
             log.info("next fire at %s", self.schedule.next_fire(), extra={"event": "next_fire"})
