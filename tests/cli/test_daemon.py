@@ -4,7 +4,8 @@ Interval 1 s schedules and 3 s leases keep every scenario within a few seconds. 
 daemon talks to an in-process emulator (its own, where the test must tell whose answers
 were written); a loopback TCP proxy stands between one daemon and PostgreSQL where the
 test cuts the database away. Every test ends by checking that each slot from the first
-to the last is accounted for by exactly one `audit_run` row.
+to the last is accounted for by exactly one `audit_run` row, and that every run the
+scheduler started names the slot it serves.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import aiohttp
 import pytest
 from helpers import cli_env, write_config
 from pgsupport import only_pg
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from audit_job.emulator import Emulator
 from audit_job.store import targets as target_store
@@ -180,7 +181,16 @@ def slot_rows(runs: list[Any]) -> list[Any]:
 
 
 def assert_every_slot_once(runs: list[Any], step: float = 1.0) -> list[datetime]:
-    """Each 1 s slot from the first to the last recorded one has exactly one row."""
+    """Each slot (every `step` s) from the first to the last recorded one has exactly one
+    row, and no run the scheduler started lacks its slot."""
+    unnamed = [
+        r.id
+        for r in runs
+        if r.trigger == "schedule"
+        and r.status not in ("skipped_overlap", "missed")
+        and r.scheduled_for is None
+    ]
+    assert unnamed == [], f"scheduler runs without their slot: {unnamed}"
     covered: list[datetime] = []
     for r in slot_rows(runs):
         if r.status == "missed":
@@ -267,7 +277,9 @@ async def test_a_second_daemon_on_one_sqlite_file_refuses(
     assert await asyncio.wait_for(second.process.wait(), 15) == 1
     assert "already serves" in second.log and "only one daemon" in second.log
     assert "Traceback" not in second.log
+    await eventually(lambda: _any_status(db_url, "succeeded"), 15, "the first daemon runs")
     assert await first.stop() == 0
+    assert_every_slot_once(await rows(db_url))
 
 
 async def _has(daemon: Daemon, text: str) -> bool:
@@ -291,29 +303,135 @@ async def test_overlap_is_skipped_and_a_stopped_daemon_records_missed_slots_then
     stopped = await rows(db_url)
     interrupted = [r.id for r in stopped if r.status == "interrupted"]
     last = max(r.scheduled_for for r in slot_rows(stopped))
-    # Down across at least three slots.
-    while datetime.now(UTC) < last + timedelta(seconds=3.2):
+    # Down across at least four slots: three or more missed, the latest one caught up.
+    while datetime.now(UTC) < last + timedelta(seconds=4.2):
         await asyncio.sleep(0.1)
     emulator.configure(delay_ms=5)
     again = await daemons.start(db_url, emulator.url)
 
     async def caught_up() -> list[Any]:
         runs = await rows(db_url)
-        done = [r for r in runs if r.scheduled_for is None and r.status == "succeeded"]
+        missed = [r for r in runs if r.status == "missed"]
+        slot = missed[0].missed_last + timedelta(seconds=1) if missed else None
+        done = [r for r in runs if r.scheduled_for == slot and r.status == "succeeded"]
         return runs if done else []
 
-    runs = await eventually(caught_up, 20, "a catch-up run")
+    runs = await eventually(caught_up, 20, "the catch-up run of the latest missed slot")
     assert await again.stop() == 0
     runs = await rows(db_url)
     missed = [r for r in runs if r.status == "missed"]
     assert len(missed) == 1, missed
     assert missed[0].missed_count >= 3
     assert missed[0].missed_first == last + timedelta(seconds=1)
-    assert len([r for r in runs if r.scheduled_for is None]) == 1
+    assert [r for r in runs if r.scheduled_for is None] == []
     for run_id in interrupted:  # resumed first, then finished
         assert next(r for r in runs if r.id == run_id).status == "succeeded"
     assert_every_slot_once(runs)
     assert_never_two_at_once(runs)
+
+
+async def scheduler_runs_without_a_slot(url: str) -> list[int]:
+    """SQL: runs the scheduler started (not a skipped or missed row) that name no slot."""
+    c = audit_run.c
+    query = select(c.id).where(
+        c.trigger == "schedule",
+        c.status.not_in(["skipped_overlap", "missed"]),
+        c.scheduled_for.is_(None),
+    )
+    async with opened(url) as engine, engine.connect() as conn:
+        return list((await conn.execute(query)).scalars())
+
+
+async def slots_with_two_rows(url: str) -> list[Any]:
+    c = audit_run.c
+    query = (
+        select(c.scheduled_for)
+        .where(c.scheduled_for.is_not(None))
+        .group_by(c.scheduled_for)
+        .having(func.count() > 1)
+    )
+    async with opened(url) as engine, engine.connect() as conn:
+        return list((await conn.execute(query)).scalars())
+
+
+async def test_after_a_downtime_the_catch_up_run_names_the_latest_missed_slot(
+    db_url: str, daemons: Daemons, emulator: Emulator
+) -> None:
+    """Down 7 s at a 2 s interval: one `missed` row for the slots before the latest one,
+    and the catch-up run for the latest one; no run without its slot, no slot twice."""
+    await seed(db_url)
+    first = await daemons.start(db_url, emulator.url, interval_seconds=2)
+
+    async def one_run() -> bool:
+        return any(r.status == "succeeded" for r in await rows(db_url))
+
+    await eventually(one_run, 20, "a succeeded run")
+    assert await first.stop() == 0
+    last = max(r.scheduled_for for r in slot_rows(await rows(db_url)))
+    while datetime.now(UTC) < last + timedelta(seconds=7):
+        await asyncio.sleep(0.1)
+    restarted_at = datetime.now(UTC)
+    again = await daemons.start(db_url, emulator.url, interval_seconds=2)
+
+    async def caught_up() -> bool:
+        runs = await rows(db_url)
+        return any(r.status == "missed" for r in runs) and any(
+            r.status == "succeeded" and r.started_at >= restarted_at for r in runs
+        )
+
+    await eventually(caught_up, 25, "the missed row and a run after the restart")
+    assert await again.stop() == 0
+    runs = await rows(db_url)
+    assert await scheduler_runs_without_a_slot(db_url) == []
+    assert await slots_with_two_rows(db_url) == []
+    (missed,) = [r for r in runs if r.status == "missed"]
+    assert missed.missed_first == last + timedelta(seconds=2)
+    assert missed.missed_count >= 2  # 7 s down: at least 3 slots, the latest one caught up
+    catch_up = next(r for r in runs if r.scheduled_for == missed.missed_last + timedelta(seconds=2))
+    assert catch_up.trigger == "schedule" and catch_up.status == "succeeded"
+    assert catch_up.scheduled_for < catch_up.started_at  # run late, for a slot of the downtime
+    assert catch_up.scheduled_for >= last + timedelta(seconds=6)
+    assert catch_up.total == len(PAIRS)
+    later = [r for r in slot_rows(runs) if r.scheduled_for > last]
+    assert all(r.started_at >= restarted_at for r in later)
+    assert_every_slot_once(runs, step=2.0)
+    assert_never_two_at_once(runs)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_without_catch_up_the_missed_row_covers_the_whole_downtime(
+    db_url: str, daemons: Daemons, emulator: Emulator
+) -> None:
+    await seed(db_url)
+    first = await daemons.start(db_url, emulator.url, catch_up=False)
+    await eventually(lambda: _any_status(db_url, "succeeded"), 20, "a succeeded run")
+    assert await first.stop() == 0
+    last = max(r.scheduled_for for r in slot_rows(await rows(db_url)))
+    while datetime.now(UTC) < last + timedelta(seconds=3.2):
+        await asyncio.sleep(0.1)
+    again = await daemons.start(db_url, emulator.url, catch_up=False)
+    await eventually(lambda: _any_status(db_url, "missed"), 20, "the missed row")
+    missed = next(r for r in await rows(db_url) if r.status == "missed")
+
+    async def a_later_run() -> bool:
+        return any(
+            r.status == "succeeded" and r.scheduled_for > missed.scheduled_for
+            for r in slot_rows(await rows(db_url))
+        )
+
+    await eventually(a_later_run, 20, "a run of a slot after the downtime")
+    assert await again.stop() == 0
+    runs = await rows(db_url)
+    assert missed.missed_first == last + timedelta(seconds=1)
+    assert missed.missed_count >= 3
+    # No catch-up: every slot of the downtime is on the missed row, none has a run.
+    downtime = [r for r in slot_rows(runs) if last < r.scheduled_for <= missed.missed_last]
+    assert [r.id for r in downtime] == [missed.id]
+    assert_every_slot_once(runs)
+
+
+async def _any_status(url: str, status: str) -> bool:
+    return any(r.status == status for r in await rows(url))
 
 
 # -- several daemons on one PostgreSQL -------------------------------------------------------

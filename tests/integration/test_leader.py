@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from audit_job.commands.daemon import make_trigger, norm, slots_between
+from audit_job.commands.daemon.slots import make_trigger, norm, slots_between
 from audit_job.config import ScheduleSettings
 from audit_job.errors import FencedOut
 from audit_job.models import RunStatus
