@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import hashlib
+import json
 import logging
 import tempfile
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import inspect, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from audit_job import __version__
@@ -36,6 +37,7 @@ from audit_job.evidence.manifest import (
 from audit_job.evidence.readme import readme_text
 from audit_job.models import RunStatus
 from audit_job.store import evidence as store
+from audit_job.store import evidence_feed
 from audit_job.store.evidence_rows import check_pages
 from audit_job.store.schema import HEAD_REVISION
 from audit_job.store.tables import audit_chain
@@ -44,12 +46,6 @@ log = logging.getLogger(__name__)
 Report = Callable[[str], None]
 SLOT_STATUSES = (RunStatus.SKIPPED_OVERLAP.value, RunStatus.MISSED.value)
 BUNDLE_PATTERN = "audit-job-run-*.tar.gz"
-
-# Sections other parts of the schema add to a run: (table, file). Written when the table
-# exists and has a run_id column: its rows of the run, every column, ordered by all
-# columns (so the file is reproducible); .csv as CSV with a header line, .jsonl as
-# canonical JSON lines.
-OPTIONAL_SECTIONS = (("policy_violation", f.VIOLATIONS), ("audit_event", f.EVENTS))
 
 
 @dataclass(frozen=True)
@@ -109,37 +105,35 @@ async def _write_rows(
     return digest.hexdigest(), rows
 
 
-async def _optional_sections(conn: AsyncConnection, run_id: int, folder: Path) -> list[str]:
-    """The files of OPTIONAL_SECTIONS whose tables exist in this database."""
-    from sqlalchemy import MetaData, Table
-
+async def _feed_sections(conn: AsyncConnection, run_id: int, folder: Path) -> list[str]:
+    """violations.csv and events.jsonl, each written when the run has any."""
     written = []
-    for table_name, file_name in OPTIONAL_SECTIONS:
-
-        def reflect(sync_conn: Any, name: str = table_name) -> Table | None:
-            if not inspect(sync_conn).has_table(name):
-                return None
-            return Table(name, MetaData(), autoload_with=sync_conn)
-
-        table = await conn.run_sync(reflect)
-        if table is None or "run_id" not in table.c:
-            continue
-        columns = list(table.c)
-        stmt = select(*columns).where(table.c.run_id == run_id).order_by(*columns)
-        result = await conn.stream(stmt)
-        names = [c.name for c in columns]
-        with (folder / file_name).open("w", encoding="utf-8", newline="") as handle:
+    rows = [row async for row in evidence_feed.run_violations(conn, run_id)]
+    if rows:
+        with (folder / f.VIOLATIONS).open("w", encoding="utf-8", newline="") as handle:
             writer = csv.writer(handle, lineterminator=f.CSV_LINE_END)
-            if file_name.endswith(".csv"):
-                writer.writerow(names)
-            async for row in result:
-                values = [canonical.format_time(v) if hasattr(v, "tzinfo") else v for v in row]
-                if file_name.endswith(".csv"):
-                    writer.writerow([f.csv_value(v) for v in values])
-                else:
-                    handle.write(canonical.line(dict(zip(names, values, strict=True))).decode())
-        written.append(file_name)
+            writer.writerow(evidence_feed.VIOLATION_COLUMNS)
+            for row in rows:
+                writer.writerow(
+                    [f.csv_value(_plain(row[name])) for name in evidence_feed.VIOLATION_COLUMNS]
+                )
+        written.append(f.VIOLATIONS)
+    count = 0
+    with (folder / f.EVENTS).open("w", encoding="utf-8", newline="") as handle:
+        async for event in evidence_feed.run_events(conn, run_id):
+            event = {name: _plain(value) for name, value in event.items()}
+            event["payload"] = json.loads(event["payload"])  # the object, not its text
+            handle.write(canonical.line(event).decode())
+            count += 1
+    if count:
+        written.append(f.EVENTS)
+    else:
+        (folder / f.EVENTS).unlink()
     return written
+
+
+def _plain(value: Any) -> Any:
+    return canonical.format_time(value) if hasattr(value, "tzinfo") else value
 
 
 async def bundle_run(
@@ -179,7 +173,7 @@ async def bundle_run(
                             "missing from audit_config or was changed"
                         )
                     config = body
-                extra = await _optional_sections(conn, run_id, folder)
+                extra = await _feed_sections(conn, run_id, folder)
                 names = _write_documents(folder, run, link, prev, digest, config, extra, key)
                 mtime = int(run["finished_at"].timestamp()) if run["finished_at"] else 0
                 files = [(name, folder / name) for name in names]

@@ -14,7 +14,7 @@ CONFIG = "config.json"
 CHAIN = "chain.json"
 VERSION = "version.json"
 README = "README.txt"
-# Written when the database has the tables (see commands/evidence.py OPTIONAL_SECTIONS).
+# Written when the run opened or resolved violations, or appended events.
 VIOLATIONS = "violations.csv"
 EVENTS = "events.jsonl"
 REQUIRED = (RUN_JSON, RESULTS, RESULTS_CSV, SNAPSHOT, CONFIG, CHAIN, VERSION, README)
