@@ -1,4 +1,4 @@
-"""Authing stand-in for tests and the demo (spec: /work/shared/authing-api.md).
+"""Authing stand-in for tests and the demo (the Authing wire-protocol spec, authing-api.md).
 
     async with Emulator(EmulatorOptions(fault_5xx=0.1)) as emu:
         ... requests to emu.url ...
