@@ -197,8 +197,8 @@ def register(app: typer.Typer) -> None:
         ),
         dry_run: bool = typer.Option(False, "--dry-run", help="count, delete nothing"),
     ) -> None:
-        """Delete the checks of runs older than N days (never the latest run, never
-        session_state; run rows and their totals stay)."""
+        """Delete the checks of runs older than N days (never the latest run nor a running
+        one, never session_state; run rows and their totals stay). 0 keeps only those."""
         settings = loaded_config(ctx).settings
         days = keep_days if keep_days is not None else settings.retention.keep_days
         if days is None:
