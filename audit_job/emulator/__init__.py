@@ -18,6 +18,10 @@ API endpoints), in_flight, max_in_flight (requests inside a handler; a request o
 there while it waits, so set delay_ms to observe a client's concurrency).
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from audit_job.emulator.options import (
     DEFAULT_ACCESS_KEY_ID,
     DEFAULT_ACCESS_KEY_SECRET,
@@ -26,10 +30,25 @@ from audit_job.emulator.options import (
     FAULT_KINDS,
     EmulatorOptions,
 )
-from audit_job.emulator.server import TOKEN_PATH, Emulator, serve
 from audit_job.emulator.stats import PAIR_SEPARATOR
 from audit_job.emulator.throttle import TokenBucket
 from audit_job.emulator.truth import Verdict, hashed_active, load_truth_file, truth, verdict
+
+if TYPE_CHECKING:
+    from audit_job.emulator.server import TOKEN_PATH, Emulator, serve
+
+# The server (aiohttp.web) loads on first use: the CLI reads the defaults above to build
+# `audit-job emulator --help`, and every `audit-job` process builds that command.
+_SERVER_NAMES = ("TOKEN_PATH", "Emulator", "serve")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SERVER_NAMES:
+        from audit_job.emulator import server
+
+        return getattr(server, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DEFAULT_ACCESS_KEY_ID",
