@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -21,7 +21,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from audit_job.commands.database import open_database
 from audit_job.config import Settings
 from audit_job.errors import ConfigError, NotFound
-from audit_job.html_report import HtmlData
 from audit_job.models import CheckStatus
 from audit_job.store import reports as store
 from audit_job.store import runs as run_store
@@ -171,6 +170,22 @@ class Report:
     run_id: int
     previous_run_id: int | None
     rows: list[dict[str, Any]]
+
+
+@dataclass
+class HtmlData:
+    """What the HTML report shows (audit_job.html_report draws it); built by `html_data`."""
+
+    generated_at: datetime
+    run_id: int
+    previous_run_id: int | None
+    per_app: list[dict[str, Any]]
+    run: dict[str, Any]
+    series_runs: list[tuple[int, datetime]]
+    series: dict[str, list[float | None]]  # app -> active % per series run (None: no answer)
+    changes: list[dict[str, Any]] = field(default_factory=list)
+    changes_truncated: bool = False
+    newly_seen: int = 0
 
 
 def report_rows(
