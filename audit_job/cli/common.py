@@ -77,11 +77,26 @@ def _tune_gc() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
+def report_loop_error(loop: Any, context: dict[str, Any]) -> None:
+    """What the event loop reports by itself (a callback that raised, an exception no task
+    retrieved): one log line, or the loop's own report with its traceback under --verbose.
+    Whatever raced, no traceback reaches the user unasked."""
+    if log.isEnabledFor(logging.DEBUG):
+        loop.default_exception_handler(context)
+        return
+    text = context.get("message") or "unhandled error"
+    exc = context.get("exception")
+    if isinstance(exc, BaseException):
+        text += f": {type(exc).__name__}: {exc}"
+    log.warning("event loop: %s", " ".join(text.split()), extra={"event": "loop_error"})
+
+
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
     import asyncio
 
     _tune_gc()
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.get_loop().set_exception_handler(report_loop_error)
         return runner.run(coro)
 
 
