@@ -438,6 +438,15 @@ class AuthingClient:
             latency = _perf() - started
             answer = classify_exception(exc)
             stats.transport_errors += 1
+            # The library's own words (the TLS alert, the errno): under --verbose only.
+            log.debug(
+                "%s %s: %s: %s",
+                pair.app_id,
+                pair.user_id,
+                type(exc).__name__,
+                exc,
+                extra={"event": "attempt_failed"},
+            )
         else:
             latency = _perf() - started
             status = resp.status
