@@ -23,7 +23,6 @@ from audit_job.config import Settings
 from audit_job.errors import ConfigError, NotFound
 from audit_job.models import CheckStatus
 from audit_job.store import reports as store
-from audit_job.store import runs as run_store
 from audit_job.store.types import utcnow
 
 REPORT_COLUMNS = [
@@ -86,6 +85,10 @@ def active_pct(counts: dict[str, int] | None) -> float | None:
 async def resolve_run(conn: AsyncConnection, spec: str | int | None) -> int:
     """A run id from `--run` (an id, `latest`, or nothing for the latest real run)."""
     if spec is None or str(spec).lower() == "latest":
+        # The run store (the write path's claims, bulk and dialect code) loads only here:
+        # `audit-job runs` has no use for it.
+        from audit_job.store import runs as run_store
+
         run_id = await run_store.latest_run_id(conn)
         if run_id is None:
             raise NotFound("no runs yet; start one with: audit-job run")
