@@ -21,6 +21,7 @@ fmt: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-logo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
@@ -32,4 +33,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis .sdk build *.egg-info demo.db*
+	rm -rf $(VENV) .pytest_cache .ruff_cache .import_linter_cache .hypothesis .sdk build *.egg-info demo.db*

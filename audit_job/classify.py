@@ -278,10 +278,18 @@ def _classify_exception(exc: BaseException) -> Answer:
         where = f" for host {host}" if isinstance(host, str) and host else ""
         return Answer(
             _FATAL,
-            f"TLS certificate rejected{where}: {_text(cert_error)}; trust its CA "
+            f"TLS certificate rejected{where}: {_cert_reason(cert_error)}; trust its CA "
             "(custom CA bundle) or set verify_tls = false (insecure)",
         )
     return Answer(_TRANSIENT, f"{_transport_reason(exc)}: {_text(exc)}")
+
+
+def _cert_reason(cert_error: BaseException) -> str:
+    """OpenSSL's reason ("self-signed certificate", "Hostname mismatch, ..."), not the
+    exception's repr that aiohttp wraps around it; else the error's text."""
+    verify_error = getattr(cert_error, "certificate_error", cert_error)
+    reason = getattr(verify_error, "verify_message", None)
+    return reason if isinstance(reason, str) and reason else _text(cert_error)
 
 
 def _find_cert_error(exc: BaseException) -> BaseException | None:

@@ -1,13 +1,16 @@
 """Pure: report data -> one self-contained HTML page (inline CSS, inline SVG chart, no
-scripts, nothing fetched when it is opened)."""
+scripts, nothing fetched when it is opened). The data is the reporting service's
+`HtmlData`: this module draws what the service returns, as the CLI prints it."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from html import escape
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from audit_job.commands.report import HtmlData
 
 PALETTE = (
     "#1f77b4",
@@ -63,23 +66,6 @@ th { background: #f3f3f3; }
           vertical-align: -1px; }
 svg text { font: 11px system-ui, sans-serif; fill: #444; }
 """
-
-
-@dataclass
-class HtmlData:
-    """What the page shows; built by commands.report.html_data."""
-
-    generated_at: datetime
-    run_id: int
-    previous_run_id: int | None
-    per_app: list[dict[str, Any]]
-    run: dict[str, Any]
-    series_runs: list[tuple[int, datetime]]
-    series: dict[str, list[float | None]]  # app -> active % per series run (None: no answer)
-    changes: list[dict[str, Any]] = field(default_factory=list)
-    changes_truncated: bool = False
-    newly_seen: int = 0
-    digests: dict[int, str] = field(default_factory=dict)  # run id -> hash-chain digest
 
 
 def _time(value: datetime | None, zone: tzinfo | None) -> str:

@@ -170,10 +170,14 @@ class Pipeline:
         feeder.cancel()
         stop_wait.cancel()
         stall_wait.cancel()
-        end = result.end if result else End.API_FAILED
+        end = result.end if result else None  # None: an error of ours, or a cancellation
         self._stopping = True  # no check task starts another pair from here on
-        if end in (End.STOPPED, End.STALLED) and self._in_flight:
-            # Let requests in flight finish (bounded), so their answers are kept.
+        if end in (End.STOPPED, End.STALLED, End.API_FAILED) and self._in_flight:
+            # Let requests in flight finish (bounded), so their answers are kept. After a
+            # run-level API failure their answers are dropped, but cancelling them would
+            # race with their connections: a TLS handshake that failed just before the
+            # cancellation leaves an exception no task retrieves, which the event loop
+            # reports with a traceback. They end fast: the same rejection, or an answer.
             try:
                 await asyncio.wait_for(self._idle.wait(), self.settings.stop_grace_seconds)
             except TimeoutError:

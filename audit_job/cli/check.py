@@ -1,4 +1,7 @@
-"""`audit-job check APP USER`: one live check, the classified answer and the raw envelope."""
+"""`audit-job check APP USER`: one live check, the classified answer and the raw envelope.
+
+The service (the HTTP client and aiohttp) is imported when the command runs: every process
+loads this module, `--help` included."""
 
 from __future__ import annotations
 
@@ -9,7 +12,6 @@ from typing import Annotated
 import typer
 
 from audit_job.cli.common import loaded_config, run_async
-from audit_job.commands.check import check_pair
 from audit_job.render import Format, write_table
 
 _FIELDS = (
@@ -44,6 +46,8 @@ def check(
 
     Exit 0: active or inactive; 3: an error for this pair; 1: credentials or TLS rejected.
     """
+    from audit_job.commands.check import check_pair
+
     if fmt is Format.csv:
         raise typer.BadParameter("check prints table or json", param_hint="--format")
     config = loaded_config(ctx)

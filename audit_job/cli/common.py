@@ -1,18 +1,23 @@
-"""What every command family shares: the loaded config, the event loop, output helpers."""
+"""What every command family shares: the loaded config, the event loop, output helpers.
+
+The configuration (pydantic, ~0.2 s) and asyncio (with ssl, ~40 ms) are imported when a
+command first needs them: every process loads this module, `--help` included; the modules
+of the command families import asyncio inside the functions that use it, for the same
+reason."""
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import logging
 import sys
 from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 
-from audit_job import config
+if TYPE_CHECKING:
+    from audit_job.config import LoadedConfig
 
 T = TypeVar("T")
 log = logging.getLogger("audit_job")
@@ -23,14 +28,16 @@ class Globals:
     config_path: str | None
     verbose: bool
     log_format: str
-    loaded: config.LoadedConfig | None = None
+    loaded: LoadedConfig | None = None
 
 
-def loaded_config(ctx: typer.Context) -> config.LoadedConfig:
+def loaded_config(ctx: typer.Context) -> LoadedConfig:
     """Load and validate the configuration once per process; warn about what it found."""
     root = ctx.find_root()
     globals_: Globals = root.obj
     if globals_.loaded is None:
+        from audit_job import config
+
         globals_.loaded = config.load(globals_.config_path)
         for warning in globals_.loaded.warnings:
             log.warning("%s", warning, extra={"event": "config_warning"})
@@ -70,9 +77,26 @@ def _tune_gc() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
+def report_loop_error(loop: Any, context: dict[str, Any]) -> None:
+    """What the event loop reports by itself (a callback that raised, an exception no task
+    retrieved): one log line, or the loop's own report with its traceback under --verbose.
+    Whatever raced, no traceback reaches the user unasked."""
+    if log.isEnabledFor(logging.DEBUG):
+        loop.default_exception_handler(context)
+        return
+    text = context.get("message") or "unhandled error"
+    exc = context.get("exception")
+    if isinstance(exc, BaseException):
+        text += f": {type(exc).__name__}: {exc}"
+    log.warning("event loop: %s", " ".join(text.split()), extra={"event": "loop_error"})
+
+
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    import asyncio
+
     _tune_gc()
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.get_loop().set_exception_handler(report_loop_error)
         return runner.run(coro)
 
 

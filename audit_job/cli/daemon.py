@@ -5,7 +5,6 @@ the command runs, not by every process that loads the CLI."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import signal
@@ -14,7 +13,6 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from audit_job import config
 from audit_job.cli.common import globals_of, loaded_config, run_async
 
 if TYPE_CHECKING:
@@ -24,6 +22,8 @@ log = logging.getLogger("audit_job.daemon")
 
 
 async def _serve(daemon: Daemon) -> None:
+    import asyncio
+
     loop = asyncio.get_running_loop()
 
     def on_stop(signum: int) -> None:
@@ -48,6 +48,7 @@ def register(app: typer.Typer) -> None:
 
         Signals: SIGTERM/SIGINT interrupt the current run (resumable) and exit;
         SIGHUP reloads the configuration file."""
+        from audit_job import config
         from audit_job.commands.daemon import Daemon
 
         loaded = loaded_config(ctx)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from datetime import UTC
 from pathlib import Path
@@ -13,7 +12,6 @@ import typer
 from audit_job.cli.common import exit_with, run_async
 from audit_job.cli.report import print_report
 from audit_job.cli.run import EXIT_BY_STATUS, install_stop_signals, print_summary
-from audit_job.progress import ProgressView
 from audit_job.render import Format
 
 if TYPE_CHECKING:
@@ -35,8 +33,11 @@ host, export AUTHING_ACCESS_KEY_ID and AUTHING_ACCESS_KEY_SECRET, import your pa
 
 async def _demo(database: Path, pairs: int, progress: bool) -> DemoResult:
     # Imported here: the demo brings the emulator and Alembic, which other commands do
-    # not need loaded.
+    # not need loaded, and no process needs them for `--help`.
+    import asyncio
+
     from audit_job.commands import demo as service
+    from audit_job.progress import ProgressView
 
     stop = asyncio.Event()
     install_stop_signals(stop)

@@ -1,12 +1,12 @@
 """`audit-job emulator`: run the Authing stand-in until SIGINT/SIGTERM.
 
 The first stdout line is `emulator listening on http://HOST:PORT`, so scripts can start it with
-`--port 0` and read the URL.
+`--port 0` and read the URL. The server (aiohttp) is imported when the command runs; the
+options and their defaults are plain Python.
 """
 
 from __future__ import annotations
 
-import asyncio
 import re
 import sys
 from enum import StrEnum
@@ -20,7 +20,6 @@ from audit_job.emulator import (
     DEFAULT_USERPOOL_ID,
     EmulatorOptions,
     load_truth_file,
-    serve,
 )
 
 
@@ -110,6 +109,10 @@ def emulator(
 ) -> None:
     """Run an Authing API emulator (check-session-status, get-management-token, list-users,
     get-user-loggedin-apps, kick-users, list-applications, list-application-active-users)."""
+    import asyncio
+
+    from audit_job.emulator import serve
+
     try:
         options = EmulatorOptions(
             host=host,

@@ -1,6 +1,9 @@
 """`audit-job runs | results | history | changes | report | prune`: reading what audits
 stored. Data goes to stdout (table on a terminal, CSV otherwise, or --format); notes to
-stderr. JSON lines and CSV stream from the database page by page."""
+stderr. JSON lines and CSV stream from the database page by page.
+
+The services (SQLAlchemy, the drivers, the config) and the HTML renderer are imported when
+a command runs: every process loads this module, `--help` included."""
 
 from __future__ import annotations
 
@@ -8,23 +11,21 @@ import sys
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from datetime import tzinfo
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from audit_job import html_report
 from audit_job.cli.common import loaded_config, run_async
 from audit_job.cli.targets import default_format
-from audit_job.commands import prune as prune_service
-from audit_job.commands import report as service
 from audit_job.errors import ConfigError
 from audit_job.render import Format, write_rows, write_rows_async
-from audit_job.store.reports import CHANGE_COLUMNS, CHECK_COLUMNS, HISTORY_COLUMNS, RUN_COLUMNS
+
+if TYPE_CHECKING:
+    from audit_job.commands.report import Report
 
 TABLE_ROWS = 1000  # a table is sized in memory; more rows belong in csv or json
-RUN_TABLE_COLUMNS = [
-    c for c in RUN_COLUMNS if c not in ("message", "retries", "throttled", "missed_count")
-]
+# What the runs table leaves out of the store's RUN_COLUMNS (csv and json keep them).
+RUN_TABLE_OMITS = ("message", "retries", "throttled", "missed_count")
 CHECK_TABLE_COLUMNS = [
     "run_id",
     "app_id",
@@ -35,7 +36,6 @@ CHECK_TABLE_COLUMNS = [
     "http_status",
     "message",
 ]
-REPORT_TABLE_COLUMNS = [c for c in service.REPORT_COLUMNS if not c.endswith("run_id")]
 
 FORMAT_OPTION = typer.Option(None, "--format", "-f", help="table, json (lines) or csv")
 TZ_OPTION = typer.Option("UTC", "--tz", help="show times in this zone (IANA name)")
@@ -79,10 +79,14 @@ def _emit(
     return run_async(write_rows_async(rows, columns, chosen, sys.stdout, zone, title))
 
 
-def print_report(rep: service.Report, fmt: Format, zone: tzinfo) -> None:
+def print_report(rep: Report, fmt: Format, zone: tzinfo) -> None:
     """The per-app report; also what `audit-job demo` shows after its run."""
+    from audit_job.commands.report import REPORT_COLUMNS
+
     versus = f" vs run {rep.previous_run_id}" if rep.previous_run_id is not None else ""
-    columns = REPORT_TABLE_COLUMNS if fmt is Format.table else service.REPORT_COLUMNS
+    columns = REPORT_COLUMNS
+    if fmt is Format.table:
+        columns = [c for c in REPORT_COLUMNS if not c.endswith("run_id")]
     write_rows(rep.rows, columns, fmt, sys.stdout, zone, f"run {rep.run_id}{versus}: per app")
 
 
@@ -95,10 +99,15 @@ def register(app: typer.Typer) -> None:
         tz: str = TZ_OPTION,
     ) -> None:
         """Recent runs (skipped and missed schedule slots included)."""
+        from audit_job.commands import report as service
+        from audit_job.store.reports import RUN_COLUMNS
+
         zone = service.parse_zone(tz)
         rows = run_async(service.runs(loaded_config(ctx).settings, limit))
         chosen = default_format(fmt)
-        columns = RUN_TABLE_COLUMNS if chosen is Format.table else RUN_COLUMNS
+        columns = RUN_COLUMNS
+        if chosen is Format.table:
+            columns = [c for c in RUN_COLUMNS if c not in RUN_TABLE_OMITS]
         write_rows(rows, columns, chosen, sys.stdout, zone, "runs")
 
     @app.command("results")
@@ -119,6 +128,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """The checks of a run (the latest by default; with --since/--until and no --run,
         of every run in that window)."""
+        from audit_job.commands import report as service
+        from audit_job.store.reports import CHECK_COLUMNS
+
         zone = service.parse_zone(tz)
         service.check_status(status)
         rows = service.results(
@@ -141,6 +153,9 @@ def register(app: typer.Typer) -> None:
         tz: str = TZ_OPTION,
     ) -> None:
         """One pair's answers run by run; `change` marks where it flipped."""
+        from audit_job.commands import report as service
+        from audit_job.store.reports import HISTORY_COLUMNS
+
         zone = service.parse_zone(tz)
         rows = service.history(loaded_config(ctx).settings, app_id, user_id)
         if not _emit(rows, HISTORY_COLUMNS, fmt, zone, f"history of {app_id} {user_id}"):
@@ -158,6 +173,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Pairs whose state changed: inactive->active, active->inactive, newly_seen,
         gone_from_targets (against the run before, by default)."""
+        from audit_job.commands import report as service
+        from audit_job.store.reports import CHANGE_COLUMNS
+
         zone = service.parse_zone(tz)
         settings = loaded_config(ctx).settings
         run_id, base = run_async(service.resolve_changes(settings, run, since))
@@ -177,9 +195,13 @@ def register(app: typer.Typer) -> None:
         tz: str = TZ_OPTION,
     ) -> None:
         """Per app: active/inactive/error, active share, change against the run before."""
+        from audit_job.commands import report as service
+
         zone = service.parse_zone(tz)
         settings = loaded_config(ctx).settings
         if html is not None:
+            from audit_job import html_report
+
             data = run_async(service.html_data(settings, run, recent_runs=recent))
             try:
                 html.write_text(html_report.render(data, zone), encoding="utf-8")
@@ -197,8 +219,10 @@ def register(app: typer.Typer) -> None:
         ),
         dry_run: bool = typer.Option(False, "--dry-run", help="count, delete nothing"),
     ) -> None:
-        """Delete the checks of runs older than N days (never the latest run, never
-        session_state; run rows and their totals stay)."""
+        """Delete the checks of runs older than N days (never the latest run nor a running
+        one, never session_state; run rows and their totals stay). 0 keeps only those."""
+        from audit_job.commands import prune as prune_service
+
         settings = loaded_config(ctx).settings
         days = keep_days if keep_days is not None else settings.retention.keep_days
         if days is None:

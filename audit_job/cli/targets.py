@@ -1,4 +1,7 @@
-"""`audit-job targets ...`: the pairs to audit."""
+"""`audit-job targets ...`: the pairs to audit.
+
+The service (SQLAlchemy, the drivers, the config) is imported when a command runs: every
+process loads this module, `--help` included."""
 
 from __future__ import annotations
 
@@ -7,7 +10,6 @@ import sys
 import typer
 
 from audit_job.cli.common import exit_with, loaded_config, run_async, stdout_is_terminal
-from audit_job.commands import targets as service
 from audit_job.errors import EXIT_ITEM_ERRORS, ConfigError
 from audit_job.render import Format, write_rows, write_rows_async
 
@@ -42,6 +44,8 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Import pairs from CSV: streamed, idempotent, duplicates collapse."""
+        from audit_job.commands import targets as service
+
         settings = loaded_config(ctx).settings
         if file == "-":
             summary = run_async(service.import_csv(settings, sys.stdin.buffer, "<stdin>"))
@@ -69,6 +73,8 @@ def register(app: typer.Typer) -> None:
     @targets.command("add")
     def add(ctx: typer.Context, app_id: str, user_id: str) -> None:
         """Add one pair (or enable it if it was disabled)."""
+        from audit_job.commands import targets as service
+
         outcome = run_async(service.add(loaded_config(ctx).settings, app_id, user_id))
         print(
             {"added": "added", "enabled": "enabled again", "exists": "already present"}[outcome]
@@ -78,11 +84,15 @@ def register(app: typer.Typer) -> None:
     @targets.command("remove")
     def remove(ctx: typer.Context, app_id: str, user_id: str) -> None:
         """Remove one pair (its past checks stay)."""
+        from audit_job.commands import targets as service
+
         removed = run_async(service.remove(loaded_config(ctx).settings, app_id, user_id))
         print(f"removed: {app_id} {user_id}" if removed else f"not a target: {app_id} {user_id}")
         exit_with(0 if removed else EXIT_ITEM_ERRORS)
 
     def _toggle(ctx: typer.Context, app_id: str, user_id: str | None, enabled: bool) -> None:
+        from audit_job.commands import targets as service
+
         changed = run_async(
             service.set_enabled(loaded_config(ctx).settings, app_id, user_id, enabled)
         )
@@ -128,7 +138,10 @@ def register(app: typer.Typer) -> None:
                     "targets expect: give APP USER any|active|inactive (or --app APP VALUE)"
                 )
             app_id, user_id, value = args
-        changed = run_async(service.set_expect(loaded_config(ctx).settings, app_id, user_id, value))
+        from audit_job.commands import targets as service
+
+        settings = loaded_config(ctx).settings
+        changed = run_async(service.set_expect(settings, app_id, user_id, value))
         if user_id is not None and not changed:
             print(f"not a target: {app_id} {user_id}", file=sys.stderr)
             exit_with(EXIT_ITEM_ERRORS)
@@ -142,6 +155,8 @@ def register(app: typer.Typer) -> None:
         fmt: Format | None = typer.Option(None, "--format", "-f", help="table, json or csv"),
     ) -> None:
         """List targets (streamed for json and csv)."""
+        from audit_job.commands import targets as service
+
         settings = loaded_config(ctx).settings
         run_async(
             write_rows_async(
@@ -159,5 +174,7 @@ def register(app: typer.Typer) -> None:
         fmt: Format | None = typer.Option(None, "--format", "-f", help="table, json or csv"),
     ) -> None:
         """How many targets, and how many are enabled."""
+        from audit_job.commands import targets as service
+
         counts = run_async(service.count(loaded_config(ctx).settings, app))
         write_rows([counts], ["targets", "enabled"], default_format(fmt), sys.stdout)

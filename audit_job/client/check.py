@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
 import time
 from collections.abc import Callable
 from typing import Any, NoReturn, Protocol
@@ -51,6 +52,7 @@ from audit_job.retry import (
 from audit_job.signing import CHECK_SESSION_PATH, Signer, check_body
 from audit_job.token import ManagementToken, TokenProvider
 
+log = logging.getLogger(__name__)
 _perf = time.perf_counter
 _current_task = asyncio.current_task
 _ACTIVE = AnswerKind.ACTIVE
@@ -321,6 +323,15 @@ class AuthingClient:
             latency = _perf() - started
             answer = classify_exception(exc)
             stats.transport_errors += 1
+            # The library's own words (the TLS alert, the errno): under --verbose only.
+            log.debug(
+                "%s %s: %s: %s",
+                pair.app_id,
+                pair.user_id,
+                type(exc).__name__,
+                exc,
+                extra={"event": "attempt_failed"},
+            )
         else:
             latency = _perf() - started
             status = resp.status

@@ -46,8 +46,9 @@ async def prune(
     batch: int = PRUNE_BATCH,
     now: datetime | None = None,
 ) -> PruneResult:
-    if keep_days < 1:
-        raise ConfigError(f"--keep-days: must be an integer >= 1, got {keep_days}")
+    # 0 is "keep only what is always kept": the latest run and any running one.
+    if keep_days < 0:
+        raise ConfigError(f"--keep-days: must be an integer >= 0, got {keep_days}")
     result = PruneResult(cutoff=(now or utcnow()) - timedelta(days=keep_days), dry_run=dry_run)
     async with engine.connect() as conn:
         candidates = await retention.prunable_runs(conn, result.cutoff)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -21,11 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from audit_job.commands.database import open_database
 from audit_job.config import Settings
 from audit_job.errors import ConfigError, NotFound
-from audit_job.html_report import HtmlData
 from audit_job.models import CheckStatus
 from audit_job.store import evidence as evidence_store
 from audit_job.store import reports as store
-from audit_job.store import runs as run_store
 from audit_job.store.reports import changes as change_store
 from audit_job.store.reports import checks, listing
 from audit_job.store.types import utcnow
@@ -90,6 +88,10 @@ def active_pct(counts: dict[str, int] | None) -> float | None:
 async def resolve_run(conn: AsyncConnection, spec: str | int | None) -> int:
     """A run id from `--run` (an id, `latest`, or nothing for the latest real run)."""
     if spec is None or str(spec).lower() == "latest":
+        # The run store (the write path's claims, bulk and dialect code) loads only here:
+        # `audit-job runs` has no use for it.
+        from audit_job.store import runs as run_store
+
         run_id = await run_store.latest_run_id(conn)
         if run_id is None:
             raise NotFound("no runs yet; start one with: audit-job run")
@@ -174,6 +176,23 @@ class Report:
     run_id: int
     previous_run_id: int | None
     rows: list[dict[str, Any]]
+
+
+@dataclass
+class HtmlData:
+    """What the HTML report shows (audit_job.html_report draws it); built by `html_data`."""
+
+    generated_at: datetime
+    run_id: int
+    previous_run_id: int | None
+    per_app: list[dict[str, Any]]
+    run: dict[str, Any]
+    series_runs: list[tuple[int, datetime]]
+    series: dict[str, list[float | None]]  # app -> active % per series run (None: no answer)
+    changes: list[dict[str, Any]] = field(default_factory=list)
+    changes_truncated: bool = False
+    newly_seen: int = 0
+    digests: dict[int, str] = field(default_factory=dict)  # run id -> hash-chain digest
 
 
 def report_rows(

@@ -1,5 +1,5 @@
-"""Authing stand-in for tests, the demo and the benchmarks (spec: /work/shared/authing-api.md,
-and authing-api-more.md for the directory endpoints).
+"""Authing stand-in for tests, the demo and the benchmarks (the Authing wire-protocol spec,
+authing-api.md, and authing-api-more.md for the directory endpoints).
 
     async with Emulator(EmulatorOptions(fault_5xx=0.1)) as emu:
         ... requests to emu.url ...
@@ -31,6 +31,10 @@ service time), latency_ms (count, mean, p50, p90, p99, max: arrival to answer, t
 unanswered requests left out).
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from audit_job.emulator.directory import Directory
 from audit_job.emulator.options import (
     DEFAULT_ACCESS_KEY_ID,
@@ -40,10 +44,25 @@ from audit_job.emulator.options import (
     FAULT_KINDS,
     EmulatorOptions,
 )
-from audit_job.emulator.server import TOKEN_PATH, Emulator, serve
 from audit_job.emulator.stats import PAIR_SEPARATOR
 from audit_job.emulator.throttle import TokenBucket
 from audit_job.emulator.truth import Verdict, hashed_active, load_truth_file, truth, verdict
+
+if TYPE_CHECKING:
+    from audit_job.emulator.server import TOKEN_PATH, Emulator, serve
+
+# The server (aiohttp.web) loads on first use: the CLI reads the defaults above to build
+# `audit-job emulator --help`, and every `audit-job` process builds that command.
+_SERVER_NAMES = ("TOKEN_PATH", "Emulator", "serve")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SERVER_NAMES:
+        from audit_job.emulator import server
+
+        return getattr(server, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DEFAULT_ACCESS_KEY_ID",

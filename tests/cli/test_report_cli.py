@@ -23,7 +23,7 @@ import pytest
 from helpers import cli_env, run_cli, write_config
 from pgsupport import PG_HOST, PG_PORT, PG_USER, drop_pg_database, fresh_pg_database, pg_url
 from reporting_scenario import Scenario, build_scenario, checks_by_pair, expected_changes
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select, text, update
 
 from audit_job.cli import main
 from audit_job.store.engine import opened
@@ -260,6 +260,58 @@ async def test_usage_errors_say_what(scenario: Scenario, tmp_path: Path) -> None
         args = ["--config", str(config), "prune", "--keep-days", "1", "--dry-run"]
         assert await asyncio.to_thread(main, args) == 0
     assert "would delete 0 checks of 0 runs" in captured.getvalue()
+
+
+async def run_checks(url: str) -> dict[int, int]:
+    async with opened(url) as engine, engine.connect() as conn:
+        rows = await conn.execute(
+            select(session_check.c.run_id, func.count()).group_by(session_check.c.run_id)
+        )
+        return dict(rows.all())
+
+
+async def set_status(url: str, run_id: int, status: str) -> str:
+    """Set a run's status; return the one it had."""
+    async with opened(url) as engine, engine.begin() as conn:
+        where = audit_run.c.id == run_id
+        old = (await conn.execute(select(audit_run.c.status).where(where))).scalar_one()
+        await conn.execute(update(audit_run).where(where).values(status=status))
+    return old
+
+
+async def test_prune_keep_days_zero_keeps_only_the_latest_and_running_runs(
+    scenario: Scenario, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path / "audit-job.toml", {"database": {"url": scenario.url}})
+    first, second = scenario.run_ids
+    before = await run_checks(scenario.url)
+    assert before[first] > 0 and before[second] > 0
+
+    def prune(*args: str) -> subprocess.CompletedProcess[str]:
+        return run_cli("--config", str(config), "prune", "--keep-days", *args, env=cli_env())
+
+    dry = await asyncio.to_thread(prune, "0", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert f"would delete {before[first]} checks of run {first}\n" in dry.stdout
+    assert f"would delete {before[first]} checks of 1 runs started before" in dry.stdout
+    assert await run_checks(scenario.url) == before
+
+    # A running run is kept whatever its age, like the latest run.
+    status = await set_status(scenario.url, first, "running")
+    held = await asyncio.to_thread(prune, "0", "--dry-run")
+    assert held.returncode == 0, held.stderr
+    assert "would delete 0 checks of 0 runs" in held.stdout
+    await set_status(scenario.url, first, status)
+
+    done = await asyncio.to_thread(prune, "0")
+    assert done.returncode == 0, done.stderr
+    assert f"deleted {before[first]} checks of run {first}\n" in done.stdout
+    assert await run_checks(scenario.url) == {second: before[second]}
+
+    negative = await asyncio.to_thread(prune, "-1", "--dry-run")
+    assert negative.returncode == 2
+    assert negative.stderr.strip() == "--keep-days: must be an integer >= 0, got -1"
+    assert negative.stdout == ""
 
 
 def peak_rss_mb(args: list[str], out: Path) -> tuple[float, int]:

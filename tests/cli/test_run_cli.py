@@ -11,15 +11,18 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import ssl
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import cli_env, write_config
+from aiohttp import web
+from helpers import cli_env, make_self_signed, write_config
 from pgsupport import only_pg
 from sqlalchemy import func, select
 
@@ -485,3 +488,60 @@ async def test_a_killed_workers_rows_are_taken_over_and_every_pair_ends_once(
     assert set(seen) == set(pairs)  # the killed worker's rows were asked after all
     assert owner.summary()["status"] == "succeeded"
     assert_all_true(await checks_of(db_url, run_id), pairs)  # one final row per pair
+
+
+@asynccontextmanager
+async def self_signed_server(folder: Path) -> AsyncIterator[tuple[str, list[int]]]:
+    """A loopback HTTPS server whose certificate no CA signed; (its URL, handshakes done)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*make_self_signed(folder))
+    answered: list[int] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        answered.append(1)
+        return web.json_response({"statusCode": 200, "message": "", "data": {"active": True}})
+
+    app = web.Application()
+    app.router.add_post("/api/v3/check-session-status", answer)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
+    await site.start()
+    try:
+        yield f"https://127.0.0.1:{runner.addresses[0][1]}", answered
+    finally:
+        await runner.cleanup()
+
+
+def tls_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if "TLS" in line or "SSL" in line]
+
+
+@only_sqlite
+@pytest.mark.timeout(240)
+async def test_a_rejected_certificate_is_one_line_however_the_handshakes_race(
+    db_url: str, tmp_path: Path, cli: Cli
+) -> None:
+    """64 connections start at once and every handshake fails; the first failure stops the
+    run while the others are still handshaking. Whatever the timing, the user gets the
+    exit code and one line; the detail only with --verbose."""
+    await seed_targets(db_url, sample_pairs(300))
+    async with self_signed_server(tmp_path) as (url, answered):
+        cfg = config(tmp_path / "audit-job.toml", db_url, url, concurrency=64, batch_size=50)
+        for attempt in range(8):
+            proc = await cli.run("--config", cfg, "run", "--no-progress", timeout=60)
+            assert proc.process.returncode == 1, (attempt, proc.stderr)
+            assert "Traceback" not in proc.stderr, (attempt, proc.stderr)
+            assert "SSLCertVerificationError" not in proc.stderr + proc.stdout, attempt
+            assert tls_lines(proc.stderr) == [], (attempt, proc.stderr)
+            message = [line for line in proc.stdout.splitlines() if "TLS" in line]
+            assert len(message) == 1, (attempt, proc.stdout)
+            assert f"{url}: TLS certificate verification failed" in message[0]
+            assert "self-signed certificate" in message[0] and "verify_tls" in message[0]
+        verbose = await cli.run("--verbose", "--config", cfg, "run", "--no-progress")
+        assert verbose.process.returncode == 1, verbose.stderr
+        assert "SSLCertVerificationError" in verbose.stderr, verbose.stderr
+        assert "CERTIFICATE_VERIFY_FAILED" in verbose.stderr
+    assert answered == []  # no request got past a handshake
+    runs = await run_rows(db_url)
+    assert len(runs) == 9 and {r.status for r in runs} == {"failed"}

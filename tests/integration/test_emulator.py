@@ -1,4 +1,5 @@
-"""The emulator answers like Authing (spec /work/shared/authing-api.md) and its faults show."""
+"""The emulator answers like Authing (the Authing wire-protocol spec, authing-api.md) and its
+faults show."""
 
 from __future__ import annotations
 
