@@ -32,13 +32,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from audit_job.models import CheckResult, CheckStatus, RunStatus
 from audit_job.store import bulk, claims
-from audit_job.store.dialect import upsert_state
+from audit_job.store.dialect import RUN_CREATION_ROW, lock_named_row, upsert_state
 from audit_job.store.tables import (
     MESSAGE_LENGTH,
     REQUEST_ID_LENGTH,
     audit_run,
     audit_target,
     audit_worker,
+    leader_lease,
     session_check,
     session_state,
 )
@@ -114,6 +115,8 @@ async def lock_run_creation(conn: AsyncConnection) -> None:
     elif dialect == "sqlite":
         # A write statement takes SQLite's write lock for the rest of the transaction.
         await conn.execute(update(audit_run).where(audit_run.c.id == -1).values(total=0))
+    else:  # MySQL/MariaDB: a row lock on a dedicated row of leader_lease
+        await lock_named_row(conn, leader_lease, RUN_CREATION_ROW)
 
 
 async def get_run(conn: AsyncConnection, run_id: int) -> RunRow | None:
@@ -376,7 +379,7 @@ async def write_results(
     )
     # One pass, one timestamp text per row on SQLite (formatting is most of a row's cost),
     # each row made once in the driver's order (bulk.CheckRow, bulk.StateRow).
-    stamp = bulk.sqlite_time if conn.dialect.name == "sqlite" else None
+    stamp = bulk.row_time(conn.dialect.name)
     checks: list[bulk.CheckRow] = []
     states: list[bulk.StateRow] = []
     for row_id, app, user, r in results:
