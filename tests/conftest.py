@@ -1,9 +1,10 @@
-"""Shared fixtures: every storage test runs on SQLite and on PostgreSQL.
+"""Shared fixtures: every storage test runs on SQLite, PostgreSQL and MariaDB.
 
 PostgreSQL databases are cloned per test from a template migrated once per session
-(CREATE DATABASE .. TEMPLATE), so each test starts from a fresh, migrated schema. Locally
-an unreachable PostgreSQL skips its half of the suite with a printed reason; under CI
-(CI=true) it fails instead.
+(CREATE DATABASE .. TEMPLATE); MariaDB ones from a schema read once from a migrated
+database and replayed (tests/mysupport.py), so each test starts from a fresh, migrated
+schema. Locally an unreachable server skips its share of the suite with a printed reason;
+under CI (CI=true) it fails instead.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import mysupport
 import pytest
+from mysupport import mariadb_param, my_url
 from pgsupport import (
     IN_CI,
     admin_connection,
@@ -63,7 +66,34 @@ def pg_template() -> Iterator[str]:
     asyncio.run(drop())
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.pg)])
+@pytest.fixture(scope="session")
+def mariadb_clones() -> Iterator[mysupport.Clones]:
+    """Fresh migrated MariaDB databases, cloned ahead of need. Fails under CI if MariaDB
+    is down."""
+    reason = mysupport.unreachable_reason()
+    if reason:
+        if IN_CI:
+            pytest.fail(f"{reason} (MariaDB is mandatory when CI is set)")
+        pytest.skip(reason)
+
+    async def build() -> mysupport.Schema:
+        name = await mysupport.fresh_database(None)
+        try:
+            engine = create_engine(my_url(name))
+            try:
+                await migrate.upgrade(engine)
+            finally:
+                await engine.dispose()
+            return await mysupport.read_schema(name)
+        finally:
+            await mysupport.drop_database(name)
+
+    clones = mysupport.Clones(asyncio.run(build()))
+    yield clones
+    clones.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.pg), mariadb_param])
 def backend(request: pytest.FixtureRequest) -> str:
     return request.param
 
@@ -76,7 +106,18 @@ def pg_template_for(backend: str, request: pytest.FixtureRequest) -> str | None:
 
 
 @pytest.fixture
-async def db_url(backend: str, tmp_path: Path, pg_template_for: str | None) -> AsyncIterator[str]:
+def clones_for(backend: str, request: pytest.FixtureRequest) -> mysupport.Clones | None:
+    """MariaDB's clones on MariaDB, else None (sync, like pg_template_for)."""
+    return request.getfixturevalue("mariadb_clones") if backend == "mariadb" else None
+
+
+@pytest.fixture
+async def db_url(
+    backend: str,
+    tmp_path: Path,
+    pg_template_for: str | None,
+    clones_for: mysupport.Clones | None,
+) -> AsyncIterator[str]:
     """URL of a fresh database migrated to head, on each backend."""
     if backend == "sqlite":
         url = f"sqlite+aiosqlite:///{tmp_path}/audit.db"
@@ -87,6 +128,13 @@ async def db_url(backend: str, tmp_path: Path, pg_template_for: str | None) -> A
             await engine.dispose()
         yield url
         return
+    if clones_for is not None:
+        name = await asyncio.to_thread(clones_for.take)
+        try:
+            yield my_url(name)
+        finally:
+            clones_for.give_back(name)
+        return
     name = await fresh_pg_database(pg_template_for)
     try:
         yield pg_url(name)
@@ -96,13 +144,24 @@ async def db_url(backend: str, tmp_path: Path, pg_template_for: str | None) -> A
 
 @pytest.fixture
 async def empty_db_url(
-    backend: str, tmp_path: Path, pg_template_for: str | None
+    backend: str,
+    tmp_path: Path,
+    pg_template_for: str | None,
+    clones_for: mysupport.Clones | None,
 ) -> AsyncIterator[str]:
     """URL of an empty database (no tables), on each backend."""
     if backend == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path}/empty.db"
         return
-    # pg_template_for has already skipped (or failed under CI) when PG is unreachable.
+    # pg_template_for / clones_for have already skipped (or failed under CI) when their
+    # server is unreachable.
+    if clones_for is not None:
+        name = await mysupport.fresh_database(None)
+        try:
+            yield my_url(name)
+        finally:
+            await mysupport.drop_database(name)
+        return
     name = await fresh_pg_database(None)
     try:
         yield pg_url(name)
