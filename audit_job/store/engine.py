@@ -59,6 +59,8 @@ def create_engine(
         kwargs["pool_pre_ping"] = True
     elif parsed.get_backend_name() in ("mysql", "mariadb"):
         kwargs["connect_args"] = {"connect_timeout": max(1, math.ceil(connect_timeout_seconds))}
+        if "charset" not in parsed.query:  # 4-byte characters (emoji, rare CJK) need utf8mb4
+            kwargs["connect_args"]["charset"] = "utf8mb4"
         kwargs["pool_size"] = pool_size
         kwargs["pool_pre_ping"] = True
         kwargs["pool_recycle"] = MYSQL_RECYCLE_SECONDS
@@ -66,8 +68,6 @@ def create_engine(
         # PostgreSQL's: each statement sees what committed before it. InnoDB's default,
         # REPEATABLE READ, would keep a transaction's first snapshot after a lock wait.
         kwargs["isolation_level"] = "READ COMMITTED"
-        if "charset" not in parsed.query:
-            parsed = parsed.update_query_dict({"charset": "utf8mb4"})
     try:
         engine = create_async_engine(parsed, **kwargs)
     except (NoSuchModuleError, ArgumentError, ImportError) as exc:  # ImportError: driver absent
