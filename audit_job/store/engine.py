@@ -77,7 +77,20 @@ def create_engine(
         ) from exc
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    elif engine.dialect.name in ("mysql", "mariadb"):
+        event.listen(engine.sync_engine, "do_connect", _mysql_connect)
     return engine
+
+
+def _mysql_connect(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+    """Connect as SQLAlchemy would, but report a connection the server closed at once as
+    the driver's "lost connection" error: asyncmy raises a bare RuntimeError ("Transport
+    does not expose socket instance") when the peer hangs up before its first socket
+    option is set, which would escape every handler of database errors."""
+    try:
+        return dialect.connect(*cargs, **cparams)
+    except RuntimeError as exc:
+        raise dialect.loaded_dbapi.OperationalError(2013, f"Lost connection: {exc}") from exc
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
