@@ -3,8 +3,9 @@
 PostgreSQL databases are cloned per test from a template migrated once per session
 (CREATE DATABASE .. TEMPLATE); MariaDB ones from a schema read once from a migrated
 database and replayed (tests/mysupport.py), so each test starts from a fresh, migrated
-schema. Locally an unreachable server skips its share of the suite with a printed reason;
-under CI (CI=true) it fails instead.
+schema. Both are made ahead of need and dropped after use on a thread (tests/dbclones.py).
+Locally an unreachable server skips its share of the suite with a printed reason; under CI
+(CI=true) it fails instead.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import mysupport
 import pytest
+from dbclones import Clones
 from mysupport import mariadb_param, my_url
 from pgsupport import (
     IN_CI,
@@ -67,7 +69,15 @@ def pg_template() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def mariadb_clones() -> Iterator[mysupport.Clones]:
+def pg_clones(pg_template: str) -> Iterator[Clones]:
+    """Fresh clones of the template, made ahead of need."""
+    clones = Clones(lambda: fresh_pg_database(pg_template), drop_pg_database)
+    yield clones
+    clones.close()
+
+
+@pytest.fixture(scope="session")
+def mariadb_clones() -> Iterator[Clones]:
     """Fresh migrated MariaDB databases, cloned ahead of need. Fails under CI if MariaDB
     is down."""
     reason = mysupport.unreachable_reason()
@@ -88,7 +98,8 @@ def mariadb_clones() -> Iterator[mysupport.Clones]:
         finally:
             await mysupport.drop_database(name)
 
-    clones = mysupport.Clones(asyncio.run(build()))
+    schema = asyncio.run(build())
+    clones = Clones(lambda: mysupport.fresh_database(schema), mysupport.drop_database)
     yield clones
     clones.close()
 
@@ -98,26 +109,22 @@ def backend(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
-@pytest.fixture
-def pg_template_for(backend: str, request: pytest.FixtureRequest) -> str | None:
-    """The template on PostgreSQL, else None. A sync fixture: pg_template calls
-    asyncio.run, which cannot run inside the async fixtures' event loop."""
-    return request.getfixturevalue("pg_template") if backend == "postgresql" else None
+SERVER_URLS = {"postgresql": pg_url, "mariadb": my_url}
 
 
 @pytest.fixture
-def clones_for(backend: str, request: pytest.FixtureRequest) -> mysupport.Clones | None:
-    """MariaDB's clones on MariaDB, else None (sync, like pg_template_for)."""
-    return request.getfixturevalue("mariadb_clones") if backend == "mariadb" else None
+def clones_for(backend: str, request: pytest.FixtureRequest) -> Clones | None:
+    """The server's clones on PostgreSQL and MariaDB, else None. A sync fixture: the
+    session fixtures call asyncio.run, which cannot run inside an async fixture's loop."""
+    if backend == "sqlite":
+        return None
+    return request.getfixturevalue(
+        {"postgresql": "pg_clones", "mariadb": "mariadb_clones"}[backend]
+    )
 
 
 @pytest.fixture
-async def db_url(
-    backend: str,
-    tmp_path: Path,
-    pg_template_for: str | None,
-    clones_for: mysupport.Clones | None,
-) -> AsyncIterator[str]:
+async def db_url(backend: str, tmp_path: Path, clones_for: Clones | None) -> AsyncIterator[str]:
     """URL of a fresh database migrated to head, on each backend."""
     if backend == "sqlite":
         url = f"sqlite+aiosqlite:///{tmp_path}/audit.db"
@@ -128,34 +135,24 @@ async def db_url(
             await engine.dispose()
         yield url
         return
-    if clones_for is not None:
-        name = await asyncio.to_thread(clones_for.take)
-        try:
-            yield my_url(name)
-        finally:
-            clones_for.give_back(name)
-        return
-    name = await fresh_pg_database(pg_template_for)
+    assert clones_for is not None
+    name = await asyncio.to_thread(clones_for.take)
     try:
-        yield pg_url(name)
+        yield SERVER_URLS[backend](name)
     finally:
-        await drop_pg_database(name)
+        clones_for.give_back(name)
 
 
 @pytest.fixture
 async def empty_db_url(
-    backend: str,
-    tmp_path: Path,
-    pg_template_for: str | None,
-    clones_for: mysupport.Clones | None,
+    backend: str, tmp_path: Path, clones_for: Clones | None
 ) -> AsyncIterator[str]:
     """URL of an empty database (no tables), on each backend."""
     if backend == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path}/empty.db"
         return
-    # pg_template_for / clones_for have already skipped (or failed under CI) when their
-    # server is unreachable.
-    if clones_for is not None:
+    # clones_for has already skipped (or failed under CI) when the server is unreachable.
+    if backend == "mariadb":
         name = await mysupport.fresh_database(None)
         try:
             yield my_url(name)

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-import queue
-import threading
 import uuid
 from dataclasses import dataclass
 
 import asyncmy
+import asyncmy.errors
 import pytest
 
 MY_HOST = os.environ.get("AUDIT_JOB_TEST_MARIADB_HOST", "127.0.0.1")
@@ -111,63 +110,20 @@ async def fresh_database(schema: Schema | None) -> str:
 
 
 async def drop_database(name: str) -> None:
+    """Drop `name`, first ending any session still on it (as PostgreSQL's WITH (FORCE)):
+    a leftover transaction would hold a metadata lock and stall the DROP."""
     conn = await admin_connection()
     try:
-        await execute(conn, f"DROP DATABASE IF EXISTS `{name}`")
+        sessions = await execute(
+            conn, f"SELECT id FROM information_schema.processlist WHERE db = '{name}'"
+        )
+        for (session,) in sessions:
+            try:
+                await execute(conn, f"KILL {int(session)}")
+            except asyncmy.errors.OperationalError:
+                pass  # gone already
+        await execute(
+            conn, "SET SESSION lock_wait_timeout = 60", f"DROP DATABASE IF EXISTS `{name}`"
+        )
     finally:
         conn.close()
-
-
-class Clones:
-    """Databases cloned from `schema` ahead of need, and dropped after use, on a thread of
-    their own: a clone costs ~0.2-0.4 s of the server's waits (file creation, fsync) but
-    only ~30 ms of its CPU, so the tests need not wait for it."""
-
-    READY = 2
-
-    def __init__(self, schema: Schema) -> None:
-        self._schema = schema
-        self._ready: queue.Queue[str | BaseException] = queue.Queue()
-        self._used: queue.Queue[str | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._serve, name="mariadb-clones", daemon=True)
-        self._thread.start()
-
-    def take(self) -> str:
-        """A fresh database with the schema (waits for one when none is ready)."""
-        ready = self._ready.get(timeout=60)
-        if isinstance(ready, BaseException):
-            raise ready
-        self._used.put("")  # a signal: make the next one
-        return ready
-
-    def give_back(self, name: str) -> None:
-        self._used.put(name)
-
-    def close(self) -> None:
-        self._used.put(None)
-        self._thread.join(timeout=60)
-
-    def _serve(self) -> None:
-        asyncio.run(self._loop())
-
-    async def _loop(self) -> None:
-        made = 0
-        try:
-            for _ in range(self.READY):
-                self._ready.put(await fresh_database(self._schema))
-                made += 1
-            while True:
-                item = await asyncio.to_thread(self._used.get)
-                if item is None:
-                    break
-                if item:
-                    await drop_database(item)
-                else:
-                    self._ready.put(await fresh_database(self._schema))
-        except BaseException as exc:  # handed to the test that waits for a database
-            self._ready.put(exc)
-            return
-        while not self._ready.empty():
-            left = self._ready.get()
-            if isinstance(left, str):
-                await drop_database(left)
