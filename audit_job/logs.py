@@ -86,4 +86,7 @@ def setup(*, verbose: bool = False, fmt: str = "text", file: str | None = None) 
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     for noisy in ("aiosqlite", "asyncio", "apscheduler.executors.default", "sqlalchemy"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # asyncmy logs every server warning of a statement, e.g. each duplicate an
+    # INSERT IGNORE skipped on purpose (store/dialect.py), with the row's key.
+    logging.getLogger("asyncmy").setLevel(logging.ERROR)
     logging.getLogger("alembic").setLevel(logging.INFO if verbose else logging.WARNING)

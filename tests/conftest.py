@@ -1,8 +1,10 @@
-"""Shared fixtures: every storage test runs on SQLite and on PostgreSQL.
+"""Shared fixtures: every storage test runs on SQLite, PostgreSQL and MariaDB.
 
 PostgreSQL databases are cloned per test from a template migrated once per session
-(CREATE DATABASE .. TEMPLATE), so each test starts from a fresh, migrated schema. Locally
-an unreachable PostgreSQL skips its half of the suite with a printed reason; under CI
+(CREATE DATABASE .. TEMPLATE); MariaDB ones from a schema read once from a migrated
+database and replayed (tests/mysupport.py), so each test starts from a fresh, migrated
+schema. Both are made ahead of need and dropped after use on a thread (tests/dbclones.py).
+Locally an unreachable server skips its share of the suite with a printed reason; under CI
 (CI=true) it fails instead.
 """
 
@@ -13,7 +15,10 @@ import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import mysupport
 import pytest
+from dbclones import Clones
+from mysupport import mariadb_param, my_url
 from pgsupport import (
     IN_CI,
     admin_connection,
@@ -63,20 +68,63 @@ def pg_template() -> Iterator[str]:
     asyncio.run(drop())
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.pg)])
+@pytest.fixture(scope="session")
+def pg_clones(pg_template: str) -> Iterator[Clones]:
+    """Fresh clones of the template, made ahead of need."""
+    clones = Clones(lambda: fresh_pg_database(pg_template), drop_pg_database)
+    yield clones
+    clones.close()
+
+
+@pytest.fixture(scope="session")
+def mariadb_clones() -> Iterator[Clones]:
+    """Fresh migrated MariaDB databases, cloned ahead of need. Fails under CI if MariaDB
+    is down."""
+    reason = mysupport.unreachable_reason()
+    if reason:
+        if IN_CI:
+            pytest.fail(f"{reason} (MariaDB is mandatory when CI is set)")
+        pytest.skip(reason)
+
+    async def build() -> mysupport.Schema:
+        name = await mysupport.fresh_database(None)
+        try:
+            engine = create_engine(my_url(name))
+            try:
+                await migrate.upgrade(engine)
+            finally:
+                await engine.dispose()
+            return await mysupport.read_schema(name)
+        finally:
+            await mysupport.drop_database(name)
+
+    schema = asyncio.run(build())
+    clones = Clones(lambda: mysupport.fresh_database(schema), mysupport.drop_database)
+    yield clones
+    clones.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.pg), mariadb_param])
 def backend(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
-@pytest.fixture
-def pg_template_for(backend: str, request: pytest.FixtureRequest) -> str | None:
-    """The template on PostgreSQL, else None. A sync fixture: pg_template calls
-    asyncio.run, which cannot run inside the async fixtures' event loop."""
-    return request.getfixturevalue("pg_template") if backend == "postgresql" else None
+SERVER_URLS = {"postgresql": pg_url, "mariadb": my_url}
 
 
 @pytest.fixture
-async def db_url(backend: str, tmp_path: Path, pg_template_for: str | None) -> AsyncIterator[str]:
+def clones_for(backend: str, request: pytest.FixtureRequest) -> Clones | None:
+    """The server's clones on PostgreSQL and MariaDB, else None. A sync fixture: the
+    session fixtures call asyncio.run, which cannot run inside an async fixture's loop."""
+    if backend == "sqlite":
+        return None
+    return request.getfixturevalue(
+        {"postgresql": "pg_clones", "mariadb": "mariadb_clones"}[backend]
+    )
+
+
+@pytest.fixture
+async def db_url(backend: str, tmp_path: Path, clones_for: Clones | None) -> AsyncIterator[str]:
     """URL of a fresh database migrated to head, on each backend."""
     if backend == "sqlite":
         url = f"sqlite+aiosqlite:///{tmp_path}/audit.db"
@@ -87,22 +135,30 @@ async def db_url(backend: str, tmp_path: Path, pg_template_for: str | None) -> A
             await engine.dispose()
         yield url
         return
-    name = await fresh_pg_database(pg_template_for)
+    assert clones_for is not None
+    name = await asyncio.to_thread(clones_for.take)
     try:
-        yield pg_url(name)
+        yield SERVER_URLS[backend](name)
     finally:
-        await drop_pg_database(name)
+        clones_for.give_back(name)
 
 
 @pytest.fixture
 async def empty_db_url(
-    backend: str, tmp_path: Path, pg_template_for: str | None
+    backend: str, tmp_path: Path, clones_for: Clones | None
 ) -> AsyncIterator[str]:
     """URL of an empty database (no tables), on each backend."""
     if backend == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path}/empty.db"
         return
-    # pg_template_for has already skipped (or failed under CI) when PG is unreachable.
+    # clones_for has already skipped (or failed under CI) when the server is unreachable.
+    if backend == "mariadb":
+        name = await mysupport.fresh_database(None)
+        try:
+            yield my_url(name)
+        finally:
+            await mysupport.drop_database(name)
+        return
     name = await fresh_pg_database(None)
     try:
         yield pg_url(name)

@@ -15,9 +15,17 @@ PG_PORT = int(os.environ.get("AUDIT_JOB_TEST_PG_PORT", "5432"))
 PG_USER = os.environ.get("AUDIT_JOB_TEST_PG_USER", "postgres")
 PG_ADMIN_DB = os.environ.get("AUDIT_JOB_TEST_PG_DB", "test")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-# A test that holds only on PostgreSQL (several workers, row locks): the `backend` fixture
-# narrowed to it.
+# A test that holds only on PostgreSQL: the `backend` fixture narrowed to it.
 only_pg = pytest.mark.parametrize("backend", [pytest.param("postgresql", marks=pytest.mark.pg)])
+# A test that needs a database server (several workers or hosts, row locks): PostgreSQL and
+# MariaDB, not SQLite.
+server_backends = pytest.mark.parametrize(
+    "backend",
+    [
+        pytest.param("postgresql", marks=pytest.mark.pg),
+        pytest.param("mariadb", marks=pytest.mark.mariadb),
+    ],
+)
 
 
 def pg_url(database: str) -> str:

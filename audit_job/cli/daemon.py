@@ -43,7 +43,7 @@ def register(app: typer.Typer) -> None:
     @app.command("daemon")
     def daemon(ctx: typer.Context) -> None:
         """Audit on the [schedule] until stopped: one leader among daemons sharing a
-        PostgreSQL database, every schedule slot recorded (run, skipped_overlap or
+        PostgreSQL or MariaDB database, every schedule slot recorded (run, skipped_overlap or
         missed), optional /healthz and /metrics on [daemon] listen.
 
         Signals: SIGTERM/SIGINT interrupt the current run (resumable) and exit;

@@ -157,7 +157,7 @@ def register(app: typer.Typer) -> None:
         no_progress: bool = typer.Option(False, "--no-progress", help="log lines instead of a bar"),
         as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
     ) -> None:
-        """Join a live run from another process or host (PostgreSQL): claim and check
+        """Join a live run from another process or host (PostgreSQL, MariaDB/MySQL): claim and check
         its pending pairs, sharing the run's rate budget with its other workers."""
         from audit_job.commands import run as service
 

@@ -31,6 +31,8 @@ def normalize_database_url(url: str) -> str:
         ("postgres://", "postgresql+asyncpg://"),
         ("postgresql://", "postgresql+asyncpg://"),
         ("sqlite://", "sqlite+aiosqlite://"),
+        ("mysql://", "mysql+asyncmy://"),
+        ("mariadb://", "mariadb+asyncmy://"),
     ):
         if url.startswith(plain):
             return driver + url[len(plain) :]
@@ -47,10 +49,10 @@ class DatabaseSettings(BaseModel):
     @classmethod
     def _known_driver(cls, value: str) -> str:
         value = normalize_database_url(value.strip())
-        if not re.match(r"^(sqlite\+aiosqlite|postgresql\+asyncpg|mysql\+\w+)://", value):
+        if not re.match(r"^(sqlite\+aiosqlite|postgresql\+asyncpg|(mysql|mariadb)\+\w+)://", value):
             raise ValueError(
-                "must be a database URL such as sqlite+aiosqlite:///./audit.db "
-                "or postgresql+asyncpg://user@host/db"
+                "must be a database URL such as sqlite+aiosqlite:///./audit.db, "
+                "postgresql+asyncpg://user@host/db or mysql+asyncmy://user@host/db"
             )
         return value
 

@@ -3,21 +3,23 @@
 A run writes every answer once and claims every row once, so these statements run about
 as often as requests are sent. Going through the driver connection (inside SQLAlchemy's
 transaction) skips per-row bind processing, which cost more CPU than the SQL itself.
-PostgreSQL gets one statement per batch (arrays unnested server-side); SQLite gets
-`executemany` of prepared statements, run inline (see `_inline`). Other dialects use the Core
-statements in runs.py.
-Values arrive already bounded and clipped (runs.py); times are aware UTC datetimes, or on
-SQLite already the stored text (`sqlite_time`).
+PostgreSQL gets one statement per batch (arrays unnested server-side); MySQL/MariaDB one
+statement per batch too (the rows as one JSON parameter, turned into a table by JSON_TABLE:
+MariaDB 10.6+, MySQL 8); SQLite gets `executemany` of prepared statements, run inline (see
+`_inline`). Other dialects use the Core statements in runs.py.
+Values arrive already bounded and clipped (runs.py); times are aware UTC datetimes, or
+what `row_time` made of them (SQLite: the stored text; MySQL: naive UTC).
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -42,7 +44,8 @@ CheckRow = tuple[
 # new state row changed when it was first seen (the upsert keeps an older change time).
 StateRow = tuple[str, str, bool, datetime | str, datetime | str, int]
 
-SUPPORTED = ("postgresql", "sqlite")
+SUPPORTED = ("postgresql", "sqlite", "mysql", "mariadb")
+MYSQL = ("mysql", "mariadb")
 
 
 def sqlite_time(value: datetime) -> str:
@@ -51,6 +54,23 @@ def sqlite_time(value: datetime) -> str:
     if value.tzinfo is not UTC:
         value = value.astimezone(UTC)
     return value.isoformat(" ", "microseconds")[:26]  # without the "+00:00"
+
+
+def naive_utc(value: datetime) -> datetime:
+    """A MySQL DATETIME's value: UTC without a zone (JSON_TABLE reads no offsets on
+    MariaDB; orjson writes a naive datetime as ISO 8601, which DATETIME(6) reads)."""
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.replace(tzinfo=None)
+
+
+def row_time(dialect: str) -> Callable[[datetime], Any] | None:
+    """How a batch row carries its time on `dialect` (None: the aware datetime itself)."""
+    if dialect == "sqlite":
+        return sqlite_time
+    if dialect in MYSQL:
+        return naive_utc
+    return None
 
 
 async def _driver(conn: AsyncConnection) -> Any:
@@ -137,7 +157,63 @@ WHERE excluded.checked_at >= session_state.checked_at
 """
 
 
+# MySQL/MariaDB: the batch is one JSON array of rows (each in CheckRow / StateRow order), one
+# parameter whatever the batch size: the driver escapes one string instead of ~5,000 values.
+# Strings are declared utf8mb4 so that 4-byte characters survive JSON_TABLE.
+_MYSQL_WRITE = """
+UPDATE session_check AS s
+JOIN JSON_TABLE(%s, '$[*]' COLUMNS (
+    status VARCHAR(16) CHARACTER SET utf8mb4 PATH '$[0]',
+    active BOOLEAN PATH '$[1]',
+    checked_at DATETIME(6) PATH '$[2]',
+    attempts INT PATH '$[3]',
+    http_status INT PATH '$[4]',
+    status_code INT PATH '$[5]',
+    api_code BIGINT PATH '$[6]',
+    message VARCHAR(512) CHARACTER SET utf8mb4 PATH '$[7]',
+    request_id VARCHAR(128) CHARACTER SET utf8mb4 PATH '$[8]',
+    latency_ms INT PATH '$[9]',
+    id BIGINT PATH '$[10]'
+)) AS v ON s.id = v.id
+SET s.status = v.status, s.active = v.active, s.checked_at = v.checked_at,
+    s.attempts = v.attempts, s.http_status = v.http_status, s.status_code = v.status_code,
+    s.api_code = v.api_code, s.message = v.message, s.request_id = v.request_id,
+    s.latency_ms = v.latency_ms
+WHERE s.status = 'pending'
+"""
+
+# The same rule as the PostgreSQL and SQLite upserts. MySQL assigns left to right, each
+# assignment seeing the ones before it, so checked_at (which every test reads) goes last;
+# rows apply in array order, so a repeated pair is simply updated again, as on SQLite.
+_MYSQL_STATE = """
+INSERT INTO session_state (app_id, user_id, active, checked_at, changed_at, run_id)
+SELECT v.app_id, v.user_id, v.active, v.checked_at, v.checked_at, v.run_id
+FROM JSON_TABLE(%s, '$[*]' COLUMNS (
+    app_id VARCHAR(255) CHARACTER SET utf8mb4 PATH '$[0]',
+    user_id VARCHAR(255) CHARACTER SET utf8mb4 PATH '$[1]',
+    active BOOLEAN PATH '$[2]',
+    checked_at DATETIME(6) PATH '$[3]',
+    run_id INT PATH '$[5]'
+)) AS v
+ON DUPLICATE KEY UPDATE
+    changed_at = IF(v.checked_at >= session_state.checked_at
+                    AND v.active <> session_state.active, v.checked_at, session_state.changed_at),
+    active = IF(v.checked_at >= session_state.checked_at, v.active, session_state.active),
+    run_id = IF(v.checked_at >= session_state.checked_at, v.run_id, session_state.run_id),
+    checked_at = GREATEST(v.checked_at, session_state.checked_at)
+"""
+
+
+async def _json_rows(conn: AsyncConnection, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
+    # Through SQLAlchemy (one parameter: no per-row bind processing to skip), so that a lost
+    # connection is noticed by the pool and errors arrive wrapped like any other.
+    await conn.exec_driver_sql(sql, (orjson.dumps(rows).decode(),))
+
+
 async def write_checks(conn: AsyncConnection, rows: list[CheckRow]) -> None:
+    if conn.dialect.name in MYSQL:
+        await _json_rows(conn, _MYSQL_WRITE, rows)
+        return
     driver = await _driver(conn)
     if conn.dialect.name == "postgresql":
         await driver.execute(_PG_WRITE, *(list(column) for column in zip(*rows, strict=True)))
@@ -146,6 +222,9 @@ async def write_checks(conn: AsyncConnection, rows: list[CheckRow]) -> None:
 
 
 async def upsert_states(conn: AsyncConnection, rows: list[StateRow]) -> None:
+    if conn.dialect.name in MYSQL:
+        await _json_rows(conn, _MYSQL_STATE, rows)
+        return
     driver = await _driver(conn)
     if conn.dialect.name == "postgresql":
         # One row per pair per statement: ON CONFLICT cannot touch a row twice in one command.
@@ -164,7 +243,7 @@ async def upsert_states(conn: AsyncConnection, rows: list[StateRow]) -> None:
 
 
 def _pending_sql(dialect: str, upto: bool, limit: bool) -> str:
-    mark = (lambda n: f"${n}") if dialect == "postgresql" else (lambda n: "?")
+    mark = {"postgresql": lambda n: f"${n}", "sqlite": lambda n: "?"}.get(dialect, lambda n: "%s")
     upper = f" AND id <= {mark(3)}" if upto else ""
     cap = f" LIMIT {mark(4 if upto else 3)}" if limit else ""
     return (
@@ -190,6 +269,8 @@ async def pending_rows(
     if limit is not None:
         params.append(limit)
     sql = _pending_sql(dialect, upto_id is not None, limit is not None)
+    if dialect in MYSQL:
+        return [(r[0], r[1], r[2]) for r in await conn.exec_driver_sql(sql, tuple(params))]
     driver = await _driver(conn)
     if dialect == "postgresql":
         return [(r[0], r[1], r[2]) for r in await driver.fetch(sql, *params)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from audit_job.errors import ConfigError, StoreError, StoreUnavailable
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Below MySQL's default wait_timeout (8 h), after which the server drops an idle connection.
+MYSQL_RECYCLE_SECONDS = 3600
 
 
 def display_url(url: str) -> str:
@@ -54,16 +57,40 @@ def create_engine(
         }
         kwargs["pool_size"] = pool_size
         kwargs["pool_pre_ping"] = True
+    elif parsed.get_backend_name() in ("mysql", "mariadb"):
+        kwargs["connect_args"] = {"connect_timeout": max(1, math.ceil(connect_timeout_seconds))}
+        if "charset" not in parsed.query:  # 4-byte characters (emoji, rare CJK) need utf8mb4
+            kwargs["connect_args"]["charset"] = "utf8mb4"
+        kwargs["pool_size"] = pool_size
+        kwargs["pool_pre_ping"] = True
+        kwargs["pool_recycle"] = MYSQL_RECYCLE_SECONDS
+        # The store's concurrency rules (claims, the run-creation lock, the fence) are
+        # PostgreSQL's: each statement sees what committed before it. InnoDB's default,
+        # REPEATABLE READ, would keep a transaction's first snapshot after a lock wait.
+        kwargs["isolation_level"] = "READ COMMITTED"
     try:
         engine = create_async_engine(parsed, **kwargs)
     except (NoSuchModuleError, ArgumentError, ImportError) as exc:  # ImportError: driver absent
         raise ConfigError(
             f"[database] url: unsupported driver in {display_url(url)} "
-            "(use sqlite+aiosqlite:// or postgresql+asyncpg://)"
+            "(use sqlite+aiosqlite://, postgresql+asyncpg:// or mysql+asyncmy://)"
         ) from exc
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    elif engine.dialect.name in ("mysql", "mariadb"):
+        event.listen(engine.sync_engine, "do_connect", _mysql_connect)
     return engine
+
+
+def _mysql_connect(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+    """Connect as SQLAlchemy would, but report a connection the server closed at once as
+    the driver's "lost connection" error: asyncmy raises a bare RuntimeError ("Transport
+    does not expose socket instance") when the peer hangs up before its first socket
+    option is set, which would escape every handler of database errors."""
+    try:
+        return dialect.connect(*cargs, **cparams)
+    except RuntimeError as exc:
+        raise dialect.loaded_dbapi.OperationalError(2013, f"Lost connection: {exc}") from exc
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -89,7 +116,11 @@ def describe_db_error(exc: BaseException, url: str | None = None) -> str:
     where = f" {display_url(url)}" if url else ""
     orig = getattr(exc, "orig", None) or exc.__cause__ or exc
     reason = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
-    if "no such table" in reason or ("does not exist" in reason and "relation" in reason):
+    if (
+        "no such table" in reason
+        or ("does not exist" in reason and "relation" in reason)
+        or ("Table" in reason and "doesn't exist" in reason)  # MySQL/MariaDB, error 1146
+    ):
         return f"database{where} is not initialised ({reason}); run: audit-job db upgrade"
     return f"database{where}: {reason}"
 

@@ -10,17 +10,17 @@ One row of `leader_lease` (name `daemon`) says who leads and in which epoch:
     fence:          SELECT epoch .. FOR SHARE inside a batch's own transaction; a newer
                     epoch raises FencedOut and the whole batch rolls back.
 
-Expiry is compared with the database's clock (`now()`), never the hosts', so skewed
-clocks cannot make two nodes both see a live lease as theirs. A takeover waits on the
-share lock of any batch being written under the old epoch, and every later batch of the
-old leader sees the new epoch: the old leader writes nothing more.
+Expiry is compared with the database's clock (`now()`, on MySQL `UTC_TIMESTAMP(6)`), never
+the hosts', so skewed clocks cannot make two nodes both see a live lease as theirs. A
+takeover waits on the share lock of any batch being written under the old epoch, and every
+later batch of the old leader sees the new epoch: the old leader writes nothing more.
 """
 
 from __future__ import annotations
 
 import fcntl
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from audit_job.errors import FencedOut, RunConflict
 from audit_job.models import RunStatus, RunTrigger
-from audit_job.store import evidence
+from audit_job.store import dialect, evidence
 from audit_job.store.dialect import insert_ignore
 from audit_job.store.runs import Fence, owner_tag
 from audit_job.store.tables import audit_run, leader_lease
@@ -47,8 +47,8 @@ class Lease:
 
 
 def _db_now(conn: AsyncConnection) -> Any:
-    # PostgreSQL: the server clock, shared by every node. SQLite has one host anyway.
-    return func.now() if conn.dialect.name == "postgresql" else utcnow()
+    # The server's clock, shared by every node (SQLite: this host's; it has one anyway).
+    return dialect.server_now(conn.dialect.name)
 
 
 async def read_lease(conn: AsyncConnection) -> Lease | None:
@@ -77,7 +77,7 @@ async def take_or_renew(
     expired again takes over with a new epoch instead of silently resuming the old one.
     `force` takes over a live lease (SQLite, where the lock file already excludes others)."""
     now = _db_now(conn)
-    until = now + timedelta(seconds=lease_seconds)
+    until = dialect.later(now, lease_seconds, conn.dialect.name)
     c = leader_lease.c
     locked = (
         select(c.owner, c.epoch, (c.expires_at.is_(None) | (c.expires_at <= now)).label("expired"))
@@ -127,13 +127,11 @@ async def check_fence(conn: AsyncConnection, epoch: int) -> None:
     """Raise FencedOut unless `epoch` is still the current one; holds a share lock on
     the lease row until the caller's transaction ends, so no takeover slips in between."""
     stmt = select(leader_lease.c.epoch).where(leader_lease.c.name == LEASE_NAME)
-    if conn.dialect.name == "postgresql":
+    if dialect.has_row_locks(conn.dialect.name):
         # A writer frozen (SIGSTOP, GC pause) inside this transaction would hold the share
-        # lock, and so block every takeover, for as long as it sleeps: PostgreSQL ends
+        # lock, and so block every takeover, for as long as it sleeps: the server ends
         # such a session once it idles in the transaction past this bound.
-        await conn.execute(
-            text(f"SET LOCAL idle_in_transaction_session_timeout = {FROZEN_WRITER_MS}")
-        )
+        await dialect.bound_frozen_writer(conn, FROZEN_WRITER_MS)
         stmt = stmt.with_for_update(read=True)
     current = (await conn.execute(stmt)).scalar_one_or_none()
     if current is None or int(current) != epoch:

@@ -87,7 +87,7 @@ async def write_results(
     )
     # One pass, one timestamp text per row on SQLite (formatting is most of a row's cost),
     # each row made once in the driver's order (bulk.CheckRow, bulk.StateRow).
-    stamp = bulk.sqlite_time if conn.dialect.name == "sqlite" else None
+    stamp = bulk.row_time(conn.dialect.name)
     checks: list[bulk.CheckRow] = []
     states: list[bulk.StateRow] = []
     for row_id, app, user, r in results:

@@ -19,7 +19,8 @@ from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from audit_job.models import CheckStatus, RunStatus
-from audit_job.store.tables import audit_run, session_check
+from audit_job.store.dialect import RUN_CREATION_ROW, lock_named_row
+from audit_job.store.tables import audit_run, leader_lease, session_check
 from audit_job.store.types import utcnow
 
 HOST = socket.gethostname()
@@ -90,6 +91,8 @@ async def lock_run_creation(conn: AsyncConnection) -> None:
     elif dialect == "sqlite":
         # A write statement takes SQLite's write lock for the rest of the transaction.
         await conn.execute(update(audit_run).where(audit_run.c.id == -1).values(total=0))
+    else:  # MySQL/MariaDB: a row lock on a dedicated row of leader_lease
+        await lock_named_row(conn, leader_lease, RUN_CREATION_ROW)
 
 
 async def get_run(conn: AsyncConnection, run_id: int) -> RunRow | None:

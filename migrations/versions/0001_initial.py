@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import mysql
+
+from audit_job.store.dialect import table_options
 
 revision = "0001"
 down_revision = None
@@ -16,7 +19,8 @@ branch_labels = None
 depends_on = None
 
 BIG_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-UTC = sa.DateTime(timezone=True)
+# DATETIME(6) on MySQL/MariaDB: its plain DATETIME drops the microseconds.
+UTC = sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 RUN_STATUSES = (
     "'running', 'succeeded', 'completed_with_errors', 'failed', 'interrupted', "
     "'skipped_overlap', 'missed'"
@@ -32,6 +36,7 @@ def upgrade() -> None:
         sa.Column("enabled", sa.Boolean(), nullable=False),
         sa.Column("created_at", UTC, nullable=False),
         sa.PrimaryKeyConstraint("app_id", "user_id", name="pk_audit_target"),
+        **table_options(op.get_context().dialect),
     )
     op.create_table(
         "audit_run",
@@ -58,6 +63,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_audit_run"),
         sa.CheckConstraint(f"status IN ({RUN_STATUSES})", name="ck_audit_run_status"),
         sa.UniqueConstraint("scheduled_for", name="uq_audit_run_scheduled_for"),
+        **table_options(op.get_context().dialect),
     )
     op.create_index("ix_audit_run_status", "audit_run", ["status"])
     op.create_index("ix_audit_run_started_at", "audit_run", ["started_at"])
@@ -89,6 +95,7 @@ def upgrade() -> None:
         sa.UniqueConstraint(
             "run_id", "app_id", "user_id", name="uq_session_check_run_id_app_id_user_id"
         ),
+        **table_options(op.get_context().dialect),
     )
     op.create_index(
         "ix_session_check_run_id_status_id", "session_check", ["run_id", "status", "id"]
@@ -105,6 +112,7 @@ def upgrade() -> None:
         sa.Column("changed_at", UTC, nullable=False),
         sa.Column("run_id", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("app_id", "user_id", name="pk_session_state"),
+        **table_options(op.get_context().dialect),
     )
     op.create_index("ix_session_state_app_id_active", "session_state", ["app_id", "active"])
 

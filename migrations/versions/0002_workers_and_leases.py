@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import mysql
+
+from audit_job.store.dialect import table_options
 
 revision = "0002"
 down_revision = "0001"
@@ -16,7 +19,8 @@ branch_labels = None
 depends_on = None
 
 BIG_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-UTC = sa.DateTime(timezone=True)
+# DATETIME(6) on MySQL/MariaDB: its plain DATETIME drops the microseconds.
+UTC = sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 
 
 def upgrade() -> None:
@@ -38,6 +42,7 @@ def upgrade() -> None:
             name="fk_audit_worker_run_id_audit_run",
             ondelete="CASCADE",
         ),
+        **table_options(op.get_context().dialect),
     )
     op.create_index(
         "ix_audit_worker_run_id_heartbeat_at", "audit_worker", ["run_id", "heartbeat_at"]
@@ -50,12 +55,13 @@ def upgrade() -> None:
         sa.Column("expires_at", UTC),
         sa.Column("renewed_at", UTC),
         sa.PrimaryKeyConstraint("name", name="pk_leader_lease"),
+        **table_options(op.get_context().dialect),
     )
 
 
 def downgrade() -> None:
     op.drop_table("leader_lease")
-    op.drop_index("ix_audit_worker_run_id_heartbeat_at", table_name="audit_worker")
+    # The table's indexes go with it (MySQL refuses to drop the index its foreign key uses).
     op.drop_table("audit_worker")
     with op.batch_alter_table("audit_run") as batch:
         batch.drop_column("snapshot_at")

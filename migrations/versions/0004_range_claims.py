@@ -14,6 +14,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from audit_job.store.dialect import table_options
+
 revision = "0004"
 down_revision = "0003"
 branch_labels = None
@@ -37,10 +39,11 @@ def upgrade() -> None:
             name="fk_audit_claim_run_id_audit_run",
             ondelete="CASCADE",
         ),
+        **table_options(op.get_context().dialect),
     )
     op.create_index("ix_audit_claim_run_id_last_id", "audit_claim", ["run_id", "last_id"])
 
 
 def downgrade() -> None:
-    op.drop_index("ix_audit_claim_run_id_last_id", table_name="audit_claim")
+    # The table's indexes go with it (MySQL refuses to drop the index its foreign key uses).
     op.drop_table("audit_claim")

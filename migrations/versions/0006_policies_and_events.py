@@ -20,13 +20,16 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from audit_job.store.dialect import table_options
+from audit_job.store.types import UtcColumn
+
 revision = "0006"
 down_revision = "0005"
 branch_labels = None
 depends_on = None
 
 BIG_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-UTC = sa.DateTime(timezone=True)
+UTC = UtcColumn  # DATETIME(6) on MySQL/MariaDB
 EXPECT_CHECK = "expect IN ('any', 'active', 'inactive')"
 EVENT_TYPES = (
     "'session.activated', 'session.deactivated', 'violation.opened', 'violation.resolved', "
@@ -82,6 +85,7 @@ def upgrade() -> None:
         sa.UniqueConstraint(
             "app_id", "user_id", "is_open", name="uq_audit_violation_app_id_user_id_is_open"
         ),
+        **table_options(op.get_context().dialect),
     )
     op.create_index("ix_audit_violation_opened_at", "audit_violation", ["opened_at"])
     op.create_table(
@@ -96,6 +100,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_audit_event"),
         sa.CheckConstraint(f"type IN ({EVENT_TYPES})", name="ck_audit_event_type"),
         sqlite_autoincrement=True,
+        **table_options(op.get_context().dialect),
     )
     op.create_index("ix_audit_event_created_at", "audit_event", ["created_at"])
     op.create_table(
@@ -112,6 +117,7 @@ def upgrade() -> None:
         sa.Column("lease_owner", sa.String(255)),
         sa.Column("lease_expires_at", UTC),
         sa.PrimaryKeyConstraint("name", name="pk_audit_sink"),
+        **table_options(op.get_context().dialect),
     )
 
 

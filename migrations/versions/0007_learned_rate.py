@@ -14,6 +14,9 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from audit_job.store.dialect import table_options
+from audit_job.store.types import UtcColumn
+
 revision = "0007"
 down_revision = "0006"
 branch_labels = None
@@ -28,8 +31,9 @@ def upgrade() -> None:
         sa.Column("rate_per_second", sa.Double(), nullable=False),
         sa.Column("server_bounded", sa.Boolean(), nullable=False),
         sa.Column("configured_rate_per_second", sa.Double(), nullable=False),
-        sa.Column("learned_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("learned_at", UtcColumn, nullable=False),
         sa.PrimaryKeyConstraint("host", "access_key_id", name="pk_learned_rate"),
+        **table_options(op.get_context().dialect),
     )
 
 

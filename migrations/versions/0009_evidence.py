@@ -20,12 +20,15 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from audit_job.store.dialect import table_options
+from audit_job.store.types import UtcColumn
+
 revision = "0009"
 down_revision = "0007"
 branch_labels = None
 depends_on = None
 
-UTC = sa.DateTime(timezone=True)
+UTC = UtcColumn  # DATETIME(6) on MySQL/MariaDB
 DIGEST = sa.CHAR(64)
 
 
@@ -38,6 +41,7 @@ def upgrade() -> None:
         sa.Column("body", sa.Text(), nullable=False),
         sa.Column("created_at", UTC, nullable=False),
         sa.PrimaryKeyConstraint("digest", name="pk_audit_config"),
+        **table_options(op.get_context().dialect),
     )
     op.create_table(
         "audit_chain",
@@ -51,12 +55,13 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(
             ["run_id"], ["audit_run.id"], name="fk_audit_chain_run_id_audit_run"
         ),
+        **table_options(op.get_context().dialect),
     )
     op.create_index("ix_audit_chain_run_id", "audit_chain", ["run_id"])
 
 
 def downgrade() -> None:
-    op.drop_index("ix_audit_chain_run_id", table_name="audit_chain")
+    # The table goes with its index (MySQL refuses to drop an index a foreign key uses).
     op.drop_table("audit_chain")
     op.drop_table("audit_config")
     # SQLite 3.35+ drops a plain column in place (no table rebuild, see above).

@@ -178,7 +178,7 @@ def test_bad_database_urls_are_one_line(tmp_path: Path) -> None:
     cases = [
         (f"postgresql+asyncpg://postgres:{DB_PASSWORD}@127.0.0.1:1/audit", 1, "cannot connect"),
         (f"postgresql+asyncpgg://postgres:{DB_PASSWORD}@127.0.0.1/audit", 2, "[database] url"),
-        (f"mysql+aiomysql://root:{DB_PASSWORD}@127.0.0.1/audit", 2, "unsupported driver"),
+        (f"mysql+mysqldb://root:{DB_PASSWORD}@127.0.0.1/audit", 2, "unsupported driver"),
         (f"sqlite+aiosqlite:///{tmp_path}/no/such/folder/a.db", 1, "does not exist"),
     ]
     results = run_parallel(

@@ -2,9 +2,9 @@
 
 Interval 1 s schedules and 3 s leases keep every scenario within a few seconds. Each
 daemon talks to an in-process emulator (its own, where the test must tell whose answers
-were written); a loopback TCP proxy stands between one daemon and PostgreSQL where the
-test cuts the database away. Every test ends by checking that each slot from the first
-to the last is accounted for by exactly one `audit_run` row, and that every run the
+were written); a loopback TCP proxy stands between one daemon and the database server
+where the test cuts the database away. Every test ends by checking that each slot from the
+first to the last is accounted for by exactly one `audit_run` row, and that every run the
 scheduler started names the slot it serves.
 """
 
@@ -24,8 +24,9 @@ from typing import Any
 import aiohttp
 import pytest
 from helpers import cli_env, write_config
-from pgsupport import only_pg
+from pgsupport import server_backends
 from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
 
 from audit_job.emulator import Emulator
 from audit_job.store import targets as target_store
@@ -286,7 +287,7 @@ async def _has(daemon: Daemon, text: str) -> bool:
     return text in daemon.log
 
 
-@only_pg
+@server_backends
 async def test_overlap_is_skipped_and_a_stopped_daemon_records_missed_slots_then_catches_up(
     db_url: str, daemons: Daemons, emulator: Emulator
 ) -> None:
@@ -435,10 +436,11 @@ async def _any_status(url: str, status: str) -> bool:
 
 
 # -- several daemons on one PostgreSQL -------------------------------------------------------
+# -- several daemons on one database server ----------------------------------------------
 
 
 async def lease(url: str) -> Any:
-    found = await rows(url, leader_lease)
+    found = [row for row in await rows(url, leader_lease) if row.name == "daemon"]
     return found[0] if found else None
 
 
@@ -446,7 +448,7 @@ def owner_pid(owner: str | None) -> int | None:
     return int(owner.split(":")[1]) if owner else None
 
 
-@only_pg
+@server_backends
 async def test_four_daemons_give_one_run_per_slot(
     db_url: str, daemons: Daemons, emulator: Emulator
 ) -> None:
@@ -466,7 +468,7 @@ async def test_four_daemons_give_one_run_per_slot(
     assert_never_two_at_once(runs)
 
 
-@only_pg
+@server_backends
 async def test_sigkill_of_the_leader_hands_over_within_the_bound_and_resumes(
     db_url: str, daemons: Daemons, emulator: Emulator
 ) -> None:
@@ -509,7 +511,7 @@ async def test_sigkill_of_the_leader_hands_over_within_the_bound_and_resumes(
     assert_never_two_at_once([r for r in runs if r.id != interrupted_run])
 
 
-@only_pg
+@server_backends
 async def test_a_frozen_leader_is_fenced_out_after_the_takeover(
     db_url: str, daemons: Daemons, emulator: Emulator
 ) -> None:
@@ -560,7 +562,8 @@ def _from(emu: Emulator, request_id: str) -> bool:
 
 
 class Proxy:
-    """Loopback TCP proxy to PostgreSQL that the test can cut (close all, refuse new)."""
+    """Loopback TCP proxy to the database server that the test can cut (close all, refuse
+    new)."""
 
     def __init__(self, port: int) -> None:
         self.target_port = port
@@ -603,17 +606,17 @@ class Proxy:
             self.server.close()
 
 
-@only_pg
+@server_backends
 async def test_database_errors_while_taking_or_renewing_leave_no_run_by_that_node(
     db_url: str, daemons: Daemons, emulator: Emulator
 ) -> None:
-    from pgsupport import PG_PORT
-
+    server_port = make_url(db_url).port
+    assert server_port is not None
     await seed(db_url)
     emulator.configure(delay_ms=150)
-    proxy = Proxy(PG_PORT)
+    proxy = Proxy(server_port)
     port = await proxy.start()
-    via_proxy = db_url.replace(f":{PG_PORT}/", f":{port}/")
+    via_proxy = db_url.replace(f":{server_port}/", f":{port}/")
     try:
         proxy.open = False  # the database is away while A tries to take the lead
         a = await daemons.start(via_proxy, emulator.url, listen=True)

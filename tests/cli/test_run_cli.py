@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from helpers import cli_env, make_self_signed, write_config
-from pgsupport import only_pg
+from pgsupport import server_backends
 from sqlalchemy import func, select
 
 from audit_job.emulator import PAIR_SEPARATOR, Emulator, EmulatorOptions, truth
@@ -441,7 +441,7 @@ async def owner_and_worker(
     return owner, worker, run_id
 
 
-@only_pg
+@server_backends
 @pytest.mark.timeout(60)
 async def test_a_worker_joins_a_live_run_and_no_pair_is_asked_twice(
     db_url: str, tmp_path: Path, cli: Cli
@@ -463,7 +463,7 @@ async def test_a_worker_joins_a_live_run_and_no_pair_is_asked_twice(
     assert (row.status, row.total) == ("succeeded", 400)
 
 
-@only_pg
+@server_backends
 @pytest.mark.timeout(60)
 async def test_a_killed_workers_rows_are_taken_over_and_every_pair_ends_once(
     db_url: str, tmp_path: Path, cli: Cli

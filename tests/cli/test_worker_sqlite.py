@@ -1,4 +1,4 @@
-"""Scale-out workers need PostgreSQL; on SQLite `worker` says so instead of joining."""
+"""Scale-out workers need a database server; on SQLite `worker` says so instead of joining."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ def test_worker_on_sqlite_is_refused_with_one_line(tmp_path: Path) -> None:
     joined = run_cli("worker", "--run", "1", "--no-progress", cwd=tmp_path, env=env)
     assert joined.returncode == 2
     assert joined.stderr.strip().splitlines() == [
-        "audit-job worker needs PostgreSQL: SQLite has one writer, so a run there has one "
-        "worker (set [database] url to postgresql+asyncpg://...)"
+        "audit-job worker needs PostgreSQL or MariaDB/MySQL: SQLite has one writer, so a run "
+        "there has one worker (set [database] url to postgresql+asyncpg://... or "
+        "mysql+asyncmy://...)"
     ]

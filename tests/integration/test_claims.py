@@ -1,5 +1,6 @@
-"""Range claims of a shared run (store/claims.py) against a real PostgreSQL: disjoint while
-their holders live, taken over when a holder is gone, released on the way out."""
+"""Range claims of a shared run (store/claims.py) against real PostgreSQL and MariaDB:
+disjoint while their holders live, taken over when a holder is gone, released on the way
+out."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 
 import pytest
-from pgsupport import only_pg
+from pgsupport import server_backends
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -78,7 +79,7 @@ async def let_die(engine: AsyncEngine, worker: str) -> None:
         )
 
 
-@only_pg
+@server_backends
 async def test_live_workers_get_disjoint_rows_that_cover_the_run(
     engine: AsyncEngine, run_id: int
 ) -> None:
@@ -95,7 +96,7 @@ async def test_live_workers_get_disjoint_rows_that_cover_the_run(
     assert all(a_last < b_first for (_, _, a_last), (_, b_first, _) in pairwise(held))
 
 
-@only_pg
+@server_backends
 async def test_a_dead_workers_unanswered_rows_are_taken_over_once(
     engine: AsyncEngine, run_id: int
 ) -> None:
@@ -111,7 +112,7 @@ async def test_a_dead_workers_unanswered_rows_are_taken_over_once(
     assert await claim(engine, run_id, "w2", 10) not in (taken, [])  # next: fresh rows
 
 
-@only_pg
+@server_backends
 async def test_a_live_workers_rows_are_never_taken(engine: AsyncEngine, run_id: int) -> None:
     mine = await claim(engine, run_id, "w1", 10)
     others = await claim(engine, run_id, "w2", 100)
@@ -125,7 +126,7 @@ async def test_a_live_workers_rows_are_never_taken(engine: AsyncEngine, run_id: 
         assert not await workers.pending_elsewhere(conn, run_id, "w1")  # only its own remain
 
 
-@only_pg
+@server_backends
 async def test_released_rows_go_to_the_next_claimer(engine: AsyncEngine, run_id: int) -> None:
     left = await claim(engine, run_id, "w1", 10)
     async with engine.begin() as conn:
@@ -134,7 +135,7 @@ async def test_released_rows_go_to_the_next_claimer(engine: AsyncEngine, run_id:
     assert await claim(engine, run_id, "w2", 10) == left
 
 
-@only_pg
+@server_backends
 async def test_a_dead_process_on_this_host_loses_its_rows_at_once(
     engine: AsyncEngine, run_id: int
 ) -> None:
@@ -146,7 +147,7 @@ async def test_a_dead_process_on_this_host_loses_its_rows_at_once(
     assert await claim(engine, run_id, "w2", 10) == left
 
 
-@only_pg
+@server_backends
 async def test_taking_over_stops_near_the_limit(engine: AsyncEngine, run_id: int) -> None:
     held = [await claim(engine, run_id, "w1", 5) for _ in range(3)]
     await let_die(engine, "w1")

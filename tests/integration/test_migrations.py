@@ -1,4 +1,5 @@
-"""Alembic migrations on SQLite and PostgreSQL: up, down, up again; schema == tables.py."""
+"""Alembic migrations on SQLite, PostgreSQL and MariaDB: up, down, up again; schema ==
+tables.py."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from helpers import ROOT, cli_env
+from mysupport import mariadb_param
 from sqlalchemy import insert, inspect, select
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from audit_job.models import CheckStatus, RunStatus
 from audit_job.store import migrate, schema
@@ -22,6 +24,7 @@ from audit_job.store.tables import audit_run, audit_target, metadata, session_ch
 
 SCHEMA_TABLES = {"audit_target", "audit_run", "session_check", "session_state"}
 ALEMBIC = str(Path(sys.executable).parent / "alembic")
+MARIADB_IDS = "utf8mb4_nopad_bin"  # store.dialect.table_options on MariaDB
 
 
 def _tables(connection: Connection) -> set[str]:
@@ -78,7 +81,10 @@ async def test_comparison_would_notice_a_drift(db_url: str) -> None:
     engine = create_engine(db_url)
     try:
         async with engine.begin() as conn:
-            await conn.exec_driver_sql("DROP INDEX ix_audit_run_status")
+            mysql = conn.dialect.name in ("mysql", "mariadb")  # MySQL names the table
+            await conn.exec_driver_sql(
+                "DROP INDEX ix_audit_run_status" + (" ON audit_run" if mysql else "")
+            )
             diffs = await conn.run_sync(_differences)
         assert [d[0] for d in diffs] == ["add_index"]  # type: ignore[index]
     finally:
@@ -102,11 +108,16 @@ async def test_status_check_constraints_match_the_enums(db_url: str) -> None:
                         run_id=run_id, app_id="a", user_id=str(number), status=status.value
                     )
                 )
+        # MariaDB reports a failed CHECK as error 4025, which its drivers class as
+        # OperationalError.
+        rejected = (
+            OperationalError if engine.dialect.name in ("mysql", "mariadb") else IntegrityError
+        )
         for table, values in (
             (audit_run, {"trigger": "manual", "status": "done", "started_at": now}),
             (session_check, {"run_id": run_id, "app_id": "a", "user_id": "x", "status": "ok"}),
         ):
-            with pytest.raises(IntegrityError):
+            with pytest.raises(rejected, match="ck_" if rejected is OperationalError else None):
                 async with engine.begin() as conn:
                     await conn.execute(insert(table).values(**values))
     finally:
@@ -142,3 +153,38 @@ def test_the_light_schema_check_knows_alembics_head() -> None:
     # Commands check the schema without importing Alembic (store/schema.py): its constant
     # must move with every new migration.
     assert migrate.head_revision() == schema.HEAD_REVISION
+
+
+@pytest.mark.parametrize("backend", [mariadb_param])
+async def test_mariadb_tables_compare_ids_byte_for_byte_and_keep_microseconds(
+    db_url: str,
+) -> None:
+    """Every table a migration creates (new ones too) must pass
+    `**table_options(op.get_context().dialect)` and give its times DATETIME(6)
+    (store.types.UtcColumn): a server default collation would make `User1` and `user1`
+    one pair, and a plain DATETIME drops the microseconds."""
+    engine = create_engine(db_url)
+    try:
+        async with engine.connect() as conn:
+            tables = (
+                await conn.exec_driver_sql(
+                    "SELECT table_name, table_collation FROM information_schema.tables "
+                    "WHERE table_schema = DATABASE() AND table_type = 'BASE TABLE' "
+                    "AND table_name <> 'alembic_version'"
+                )
+            ).all()
+            columns = (
+                await conn.exec_driver_sql(
+                    "SELECT table_name, column_name, data_type, datetime_precision, "
+                    "collation_name FROM information_schema.columns "
+                    "WHERE table_schema = DATABASE() AND table_name <> 'alembic_version'"
+                )
+            ).all()
+    finally:
+        await engine.dispose()
+    assert {name for name, _ in tables} >= SCHEMA_TABLES
+    assert {(name, collation) for name, collation in tables if collation != MARIADB_IDS} == set()
+    times = [c for c in columns if c[2] in ("datetime", "timestamp")]
+    assert times and [c for c in times if c[2] != "datetime" or c[3] != 6] == []
+    texts = [c for c in columns if c[4] is not None]
+    assert texts and [c for c in texts if c[4] != MARIADB_IDS] == []

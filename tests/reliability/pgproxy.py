@@ -1,7 +1,10 @@
-"""A loopback TCP proxy in front of PostgreSQL, to take the database away on demand.
+"""A loopback TCP proxy in front of a database server, to take the database away on demand.
+It forwards bytes only, so it serves PostgreSQL and MariaDB alike.
 
     with PgProxy() as proxy:            # listens on 127.0.0.1:<free port>, own thread
         url = proxy.url("mydb")         # postgresql+asyncpg://postgres@127.0.0.1:<port>/mydb
+    with PgProxy.to(db_url) as proxy:   # in front of the server of any database URL
+        url = proxy.proxied(db_url)     # the same URL, through the proxy
         proxy.cut()                     # abort every connection, refuse new ones
         proxy.restore()                 # listen again on the same port
         proxy.cut_after_bytes(50_000)   # cut once that many more client bytes went through
@@ -18,6 +21,8 @@ import socket
 import threading
 from concurrent.futures import Future
 from typing import Any
+
+from sqlalchemy.engine import make_url
 
 PG_HOST = os.environ.get("AUDIT_JOB_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("AUDIT_JOB_TEST_PG_PORT", "5432"))
@@ -37,6 +42,12 @@ class PgProxy:
         self._budget: int | None = None  # client bytes left before an armed cut
         self.cut_done = threading.Event()
 
+    @classmethod
+    def to(cls, url: str) -> PgProxy:
+        """A proxy in front of the server that the database URL `url` names."""
+        parsed = make_url(url)
+        return cls((parsed.host or "127.0.0.1", int(parsed.port or 0)))
+
     # -- control (any thread) ----------------------------------------------------------------
 
     def __enter__(self) -> PgProxy:
@@ -52,6 +63,11 @@ class PgProxy:
 
     def url(self, database: str) -> str:
         return f"postgresql+asyncpg://{PG_USER}@127.0.0.1:{self.port}/{database}"
+
+    def proxied(self, url: str) -> str:
+        """`url`, a database on the upstream server, reached through the proxy."""
+        moved = make_url(url).set(host="127.0.0.1", port=self.port)
+        return moved.render_as_string(hide_password=False)
 
     def cut(self) -> None:
         """Close every connection and stop listening: new connections are refused."""

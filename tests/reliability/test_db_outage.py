@@ -1,4 +1,5 @@
-"""PostgreSQL goes away mid-run (our own loopback proxy between the tool and the server).
+"""The database server (PostgreSQL, MariaDB) goes away mid-run (our own loopback proxy
+between the tool and the server).
 
 - back within `[database] write_retry_seconds`: the run retries its writes and completes,
   every pair asked exactly once (nothing answered was thrown away);
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 from pgproxy import PgProxy
+from pgsupport import server_backends
 from relsupport import (
     Processes,
     asked_per_pair,
@@ -36,12 +38,7 @@ from audit_job.commands.targets import IMPORT_BATCH
 from audit_job.emulator import Emulator, EmulatorOptions
 from audit_job.errors import StoreUnavailable
 
-PG_ONLY = pytest.mark.parametrize("backend", [pytest.param("postgresql", marks=pytest.mark.pg)])
 PAIRS = 1500
-
-
-def database_of(url: str) -> str:
-    return url.rsplit("/", 1)[1]
 
 
 async def answered(db_url: str, run_id: int | None = None) -> int:
@@ -80,13 +77,13 @@ async def assert_all_right(db_url: str, run_id: int, pairs: list[tuple[str, str]
         assert (None if active is None else bool(active)) is expected
 
 
-@PG_ONLY
+@server_backends
 async def test_outage_shorter_than_write_retry_completes(db_url: str, tmp_path: Path) -> None:
     pairs = make_pairs(PAIRS, missing_every=30)
     await seed_targets(db_url, pairs)
-    with PgProxy() as proxy:
+    with PgProxy.to(db_url) as proxy:
         async with Emulator(EmulatorOptions(seed=5)) as emu:
-            loaded = run_config(tmp_path, emu, proxy.url(database_of(db_url)), 60)
+            loaded = run_config(tmp_path, emu, proxy.proxied(db_url), 60)
             run = asyncio.create_task(
                 run_service.execute(loaded, run_service.RunRequest(), asyncio.Event())
             )
@@ -111,13 +108,13 @@ async def test_outage_shorter_than_write_retry_completes(db_url: str, tmp_path: 
     assert len(asked_per_pair(stats)) == PAIRS
 
 
-@PG_ONLY
+@server_backends
 async def test_outage_longer_than_write_retry_stops_resumable(db_url: str, tmp_path: Path) -> None:
     pairs = make_pairs(PAIRS, missing_every=30)
     await seed_targets(db_url, pairs)
-    with PgProxy() as proxy:
+    with PgProxy.to(db_url) as proxy:
         async with Emulator(EmulatorOptions(seed=5)) as emu:
-            loaded = run_config(tmp_path, emu, proxy.url(database_of(db_url)), 1.5)
+            loaded = run_config(tmp_path, emu, proxy.proxied(db_url), 1.5)
             run = asyncio.create_task(
                 run_service.execute(loaded, run_service.RunRequest(), asyncio.Event())
             )
@@ -162,16 +159,14 @@ async def test_outage_longer_than_write_retry_stops_resumable(db_url: str, tmp_p
     assert len(asked) == PAIRS
 
 
-@PG_ONLY
+@server_backends
 def test_import_cut_mid_batch_keeps_whole_batches(
     db_url: str, tmp_path: Path, procs: Processes
 ) -> None:
     pairs = make_pairs(5 * IMPORT_BATCH)
     csv_path = write_pairs_csv(tmp_path / "pairs.csv", pairs)
-    with PgProxy() as proxy:
-        cfg = write_config(
-            tmp_path / "c.toml", {"database": {"url": proxy.url(database_of(db_url))}}
-        )
+    with PgProxy.to(db_url) as proxy:
+        cfg = write_config(tmp_path / "c.toml", {"database": {"url": proxy.proxied(db_url)}})
         # A first import sizes one batch's traffic; then cut in the middle of batch three.
         # (Measured on a scratch run rather than guessed: drivers differ in framing.)
         proxy.cut_after_bytes(10**12)
@@ -187,7 +182,7 @@ def test_import_cut_mid_batch_keeps_whole_batches(
     assert proc.returncode == 1, (out, stderr)
     assert "Traceback" not in stderr
     assert len(stderr.strip().splitlines()) == 1, stderr
-    assert stderr.startswith("database postgresql+asyncpg://"), stderr  # no SQL, no rows
+    assert stderr.startswith(f"database {db_url.split('://')[0]}://"), stderr  # no SQL, no rows
     stored = asyncio.run(query(db_url, "SELECT app_id, user_id FROM audit_target"))
     assert len(stored) % IMPORT_BATCH == 0 and 0 < len(stored) < len(pairs), len(stored)
     # Whole batches, in file order: the first k batches and nothing of the next.

@@ -116,8 +116,9 @@ async def join(engine: AsyncEngine, run_id: int, settings: Settings) -> int:
     """Help a live run with its pending rows (PostgreSQL: SQLite has one writer)."""
     if engine.dialect.name == "sqlite":
         raise ConfigError(
-            "audit-job worker needs PostgreSQL: SQLite has one writer, so a run there has "
-            "one worker (set [database] url to postgresql+asyncpg://...)"
+            "audit-job worker needs PostgreSQL or MariaDB/MySQL: SQLite has one writer, so a "
+            "run there has one worker (set [database] url to postgresql+asyncpg://... or "
+            "mysql+asyncmy://...)"
         )
     async with engine.connect() as conn:
         run = await store.get_run(conn, run_id)
