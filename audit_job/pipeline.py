@@ -82,6 +82,7 @@ class Pipeline:
         owner: bool = True,
         fence: store.Fence | None = None,
         on_live_workers: Callable[[int], None] | None = None,
+        on_commit: Callable[[], None] | None = None,
     ) -> None:
         self.engine = engine
         self.run_id = run_id
@@ -92,6 +93,7 @@ class Pipeline:
         self.owner = owner
         self.fence = fence
         self.on_live_workers = on_live_workers
+        self.on_commit = on_commit  # wakes the event deliverer: the batch's events are in
         self._queue: asyncio.Queue[tuple[int, str, str] | None] = asyncio.Queue(
             maxsize=settings.claim_size
         )
@@ -315,6 +317,8 @@ class Pipeline:
             )
         self.progress.written += len(batch)
         self._last_write = time.monotonic()
+        if self.on_commit is not None:
+            self.on_commit()
 
     async def _with_store_retry(self, action, *args):  # type: ignore[no-untyped-def]
         """Retry a database step with backoff for up to write_retry_seconds, then give up

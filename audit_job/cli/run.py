@@ -10,7 +10,7 @@ import logging
 import os
 import signal
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -88,6 +88,8 @@ def print_summary(summary: RunSummary, as_json: bool) -> None:
                     "throttled": summary.throttled,
                     "latency_ms": summary.latency_ms,
                     "message": summary.message,
+                    "violations": summary.violations,
+                    "delivery": summary.delivery,
                 }
             )
         )
@@ -108,8 +110,22 @@ def print_summary(summary: RunSummary, as_json: bool) -> None:
         f"  {summary.checks_per_second:.1f} checks/s, {summary.retries} retries, "
         f"{summary.throttled} throttled (429), {latency}"
     )
+    if summary.violations is not None:
+        v = summary.violations
+        print(
+            f"  violations: {v['opened']} opened, {v['resolved']} resolved by this run; "
+            f"{v['open']} open in all (audit-job violations --open)"
+        )
+    if summary.delivery:
+        print("  events: " + "; ".join(_delivered(sink) for sink in summary.delivery))
     if summary.message:
         print(f"  {summary.message}")
+
+
+def _delivered(sink: dict[str, Any]) -> str:
+    pending = "" if sink["pending"] is None else f", {sink['pending']} pending"
+    text = f"{sink['sink']} {sink['outcome']} ({sink['delivered']} delivered{pending})"
+    return text + (f": {sink['error']}" if sink["error"] else "")
 
 
 def register(app: typer.Typer) -> None:

@@ -152,3 +152,5 @@ class EventsSettings(BaseModel):
     keep_days: int = Field(30, ge=1, le=36500)
     poll_seconds: float = Field(1, gt=0, le=60)
     lease_seconds: float = Field(30, ge=2, le=3600)
+    # `audit-job run`: how long it goes on delivering after its last answer (0: not at all).
+    drain_seconds: float = Field(30, ge=0, le=3600)

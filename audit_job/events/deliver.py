@@ -128,10 +128,11 @@ class Deliverer:
 
     async def drain_once(self, stop: asyncio.Event | None = None) -> list[SinkReport]:
         async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(self._drain_guarded(sink, stop)) for sink in self.sinks]
+            tasks = [group.create_task(self.drain_guarded(sink, stop)) for sink in self.sinks]
         return [task.result() for task in tasks]
 
-    async def _drain_guarded(self, sink: Sink, stop: asyncio.Event | None) -> SinkReport:
+    async def drain_guarded(self, sink: Sink, stop: asyncio.Event | None) -> SinkReport:
+        """`drain`, its expected endings turned into the report's outcome."""
         try:
             return await self.drain(sink, stop)
         except Stopped:
@@ -341,7 +342,7 @@ class Deliverer:
     async def _follow(self, sink: Sink, stop: asyncio.Event) -> None:
         failures = 0
         while not stop.is_set():
-            report = await self._drain_guarded(sink, stop)
+            report = await self.drain_guarded(sink, stop)
             if report.outcome == "stopped":
                 return
             if report.outcome in ("gave_up", "error", "lost"):

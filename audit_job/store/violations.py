@@ -371,3 +371,21 @@ async def count_open(conn: AsyncConnection) -> int:
         .where(audit_violation.c.is_open.is_not(None))
     )
     return int((await conn.execute(stmt)).scalar_one())
+
+
+async def run_counts(conn: AsyncConnection, run_id: int) -> dict[str, int]:
+    """What a run did to the violations: opened and resolved by it, and open in all now."""
+
+    def count(*where: Any) -> Any:
+        return select(func.count()).select_from(audit_violation).where(*where).scalar_subquery()
+
+    row = (
+        await conn.execute(
+            select(
+                count(audit_violation.c.opened_run_id == run_id),
+                count(audit_violation.c.resolved_run_id == run_id),
+                count(audit_violation.c.is_open.is_not(None)),
+            )
+        )
+    ).one()
+    return {"opened": int(row[0]), "resolved": int(row[1]), "open": int(row[2])}

@@ -31,6 +31,7 @@ async def drive(
     on_start: Callable[[RunHandle], None] | None,
     key_id: str,
     secret: str,
+    on_commit: Callable[[], None] | None = None,
 ) -> RunSummary:
     """Work through the run's pending rows as one worker (the owner, or one that joined)
     until they are done or the run must stop, then finish under asyncio.shield."""
@@ -85,6 +86,7 @@ async def drive(
                 owner=owner,
                 fence=request.fence,
                 on_live_workers=share_rate,
+                on_commit=on_commit,
             )
             result = await pipeline.run(stop)
             end, error = result.end, result.error

@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from audit_job.client import ClientStats
 from audit_job.limiter import AdaptiveRateLimiter
@@ -23,6 +25,9 @@ class RunRequest:
     scheduled_for: datetime | None = None
     epoch: int | None = None
     fence: Fence | None = None
+    # Deliver the feed to the [[sink]] blocks beside the run (the daemon delivers itself).
+    deliver: bool = True
+    on_commit: Callable[[], None] | None = None  # after each committed batch of answers
 
 
 @dataclass
@@ -37,6 +42,9 @@ class RunSummary:
     latency_ms: dict[str, int | None]
     message: str | None = None
     notices: list[str] = field(default_factory=list)
+    # opened / resolved by this run, open in all (None: not read)
+    violations: dict[str, int] | None = None
+    delivery: list[dict[str, Any]] = field(default_factory=list)  # per sink, when delivering
 
     @property
     def total(self) -> int:
