@@ -33,4 +33,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .import_linter_cache .hypothesis .sdk build *.egg-info demo.db*
+	rm -rf $(VENV) .pytest_cache .ruff_cache .import_linter_cache .hypothesis .sdk build *.egg-info demo.db* demo.events.jsonl

@@ -39,6 +39,18 @@ PER_APP_COLUMNS = [
     ("previous_active_pct", "previous %"),
     ("change_pct", "change (pp)"),
     ("active_change", "change (active)"),
+    ("violations_open", "open violations"),
+    ("violations_opened", "opened"),
+    ("violations_resolved", "resolved"),
+]
+VIOLATION_COLUMNS = [
+    ("severity", "severity"),
+    ("app_id", "app"),
+    ("user_id", "user"),
+    ("expected", "expected"),
+    ("observed", "observed"),
+    ("source", "rule"),
+    ("opened_at", "seen at"),
 ]
 CHANGE_COLUMNS = [
     ("app_id", "app"),
@@ -188,6 +200,23 @@ def _digests(data: HtmlData) -> str:
     )
 
 
+def _violations(data: HtmlData, zone: tzinfo) -> str:
+    opened = data.violations_opened
+    still_open = sum(row["violations_open"] or 0 for row in data.per_app)
+    head = (
+        f"<h2>Violations opened by run {data.run_id}</h2>"
+        f"<p class='meta'>{data.violations_opened_total} opened by this run, "
+        f"{still_open} open after it; answers that contradict the expected state "
+        "(<code>audit-job violations --open</code>).</p>"
+    )
+    if not opened:
+        return head + "<p id='violations'>This run opened no violation.</p>"
+    note = ""
+    if data.violations_opened_total > len(opened):
+        note = f"<p class='meta'>The {len(opened)} most severe are shown.</p>"
+    return head + _table(opened, VIOLATION_COLUMNS, "violations", zone) + note
+
+
 def render(data: HtmlData, zone: tzinfo) -> str:
     run = data.run
     compared = (
@@ -226,6 +255,7 @@ def render(data: HtmlData, zone: tzinfo) -> str:
             _legend(sorted(data.series)),
             f"<h2>Per app in run {data.run_id}</h2>",
             _table(data.per_app, PER_APP_COLUMNS, "per-app", zone),
+            _violations(data, zone),
             f"<h2>Changes since run {data.previous_run_id}</h2>"
             if data.previous_run_id is not None
             else "<h2>Changes</h2>",

@@ -3,7 +3,8 @@
 Counters are cumulative over the process's life: a run's figures are read live from its
 `RunHandle` while it goes and folded into the totals when it ends, so a scrape in the
 middle of a run sees them move and a counter never goes back. Freshness (the age of the
-oldest `session_state.checked_at` per app) is read from the database at scrape time.
+oldest `session_state.checked_at` per app), the open violations and each sink's pending
+events and health are read from the database at scrape time.
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ class DaemonMetrics(Collector):
         self.last_success_at: float | None = None
         self.last_duration_seconds: float | None = None
         self.freshness: dict[str, float] = {}
+        self.open_violations: dict[tuple[str, str], int] = {}  # (app_id, severity) -> count
+        self.events_pending: dict[str, int] = {}  # sink -> events after its cursor
+        self.sinks_failing: dict[str, bool] = {}  # sink -> stopped by a permanent refusal
         self.handle: Any = None  # the live run's RunHandle, if any
         self.registry.register(self)
 
@@ -157,6 +161,24 @@ class DaemonMetrics(Collector):
         for app_id, age in sorted(self.freshness.items()):
             freshness.add_metric([app_id], age)
         yield freshness
+        yield _labelled(
+            "audit_job_open_violations",
+            "Open violations, per app and severity.",
+            ["app_id", "severity"],
+            {key: float(n) for key, n in sorted(self.open_violations.items())},
+        )
+        yield _labelled(
+            "audit_job_events_pending",
+            "Events a sink has yet to deliver (after its cursor, of its types).",
+            ["sink"],
+            {(name,): float(n) for name, n in sorted(self.events_pending.items())},
+        )
+        yield _labelled(
+            "audit_job_sink_failing",
+            "1 while a sink is stopped by a permanent refusal (until `events retry`).",
+            ["sink"],
+            {(name,): float(bad) for name, bad in sorted(self.sinks_failing.items())},
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -171,6 +193,15 @@ def _counter(name: str, doc: str, label: str, values: Mapping[str, int]) -> Coun
 
 def _plain_counter(name: str, doc: str, value: float) -> CounterMetricFamily:
     return CounterMetricFamily(name, doc, value=value)
+
+
+def _labelled(
+    name: str, doc: str, labels: list[str], values: Mapping[tuple[str, ...], float]
+) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, doc, labels=labels)
+    for key, value in values.items():
+        family.add_metric(list(key), value)
+    return family
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:

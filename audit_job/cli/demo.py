@@ -22,6 +22,8 @@ Next, try:
   audit-job --config demo.toml results --status error     # the pairs that ended in error
   audit-job --config demo.toml report                     # per-app shares, change vs previous run
   audit-job --config demo.toml changes                    # sessions that appeared or disappeared
+  audit-job --config demo.toml violations --open          # sessions that must not exist
+  audit-job --config demo.toml events --type 'violation.*'   # the event feed, JSON lines
   audit-job demo                                          # another run: some sessions flip
   sqlite3 {db} 'SELECT * FROM latest_session_state LIMIT 5'
 
@@ -62,12 +64,15 @@ def register(app: typer.Typer) -> None:
         )
         result = run_async(_demo(database, pairs, not no_progress))
         print_summary(result.summary, as_json=False)
+        print(f"  events written to {result.events_file} (one JSON object per line)")
         print()
         print_report(result.report, Format.table, UTC)
         if not config_file.exists():
             config_file.write_text(
                 "# Written by `audit-job demo`: points the query commands at the demo database.\n"
-                f'[database]\nurl = "sqlite+aiosqlite:///{database}"\n',
+                f'[database]\nurl = "sqlite+aiosqlite:///{database}"\n'
+                "\n# Where the demo's runs deliver their events (audit-job events sinks).\n"
+                f'[[sink]]\nname = "demo-file"\ntype = "jsonl"\npath = "{result.events_file}"\n',
                 encoding="utf-8",
             )
             config_file.chmod(0o600)

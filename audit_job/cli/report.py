@@ -79,15 +79,33 @@ def _emit(
     return run_async(write_rows_async(rows, columns, chosen, sys.stdout, zone, title))
 
 
+VIOLATION_TABLE_COLUMNS = ["app_id", "user_id", "expected", "observed", "severity", "source"]
+
+
+def _violations_cell(row: Mapping[str, Any]) -> str:
+    """`open (+opened -resolved)`: open after the run, and what the run changed."""
+    return f"{row['violations_open']} (+{row['violations_opened']} -{row['violations_resolved']})"
+
+
 def print_report(rep: Report, fmt: Format, zone: tzinfo) -> None:
-    """The per-app report; also what `audit-job demo` shows after its run."""
+    """The per-app report (with each app's violations); also what `audit-job demo` shows
+    after its run. A table also lists the violations the run opened."""
     from audit_job.commands.report import REPORT_COLUMNS
 
     versus = f" vs run {rep.previous_run_id}" if rep.previous_run_id is not None else ""
-    columns = REPORT_COLUMNS
-    if fmt is Format.table:
+    columns, rows = REPORT_COLUMNS, rep.rows
+    if fmt is Format.table:  # one narrow column for the three violation counts
         columns = [c for c in REPORT_COLUMNS if not c.endswith("run_id")]
-    write_rows(rep.rows, columns, fmt, sys.stdout, zone, f"run {rep.run_id}{versus}: per app")
+        columns = [c for c in columns if not c.startswith("violations_")] + ["violations"]
+        rows = [{**row, "violations": _violations_cell(row)} for row in rows]
+    write_rows(rows, columns, fmt, sys.stdout, zone, f"run {rep.run_id}{versus}: per app")
+    if fmt is not Format.table or not rep.opened:
+        return
+    shown = len(rep.opened)
+    more = f", the first {shown} shown" if rep.opened_total > shown else ""
+    title = f"violations opened by run {rep.run_id} ({rep.opened_total}{more})"
+    write_rows(rep.opened, VIOLATION_TABLE_COLUMNS, fmt, sys.stdout, zone, title)
+    print("all of them: audit-job violations --open", file=sys.stderr)
 
 
 def register(app: typer.Typer) -> None:

@@ -3,7 +3,9 @@
 Starts the emulator in-process on a loopback port (with a few faults switched on), seeds
 sample pairs into an embedded SQLite file, runs an audit and returns the run's report.
 Running it again adds a run to the same file; a few sessions change between runs (the
-emulator's truth moves), so `audit-job changes` has something to show.
+emulator's truth moves), so `audit-job changes` has something to show. A few pairs that
+have a session are expected `inactive`, so the report shows violations, and the event
+feed goes to a JSON lines file next to the database.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from audit_job.config import (
     AuditSettings,
     AuthingSettings,
     DatabaseSettings,
+    JsonlSinkSettings,
     LoadedConfig,
     Settings,
 )
@@ -34,7 +37,7 @@ from audit_job.emulator import (
     EmulatorOptions,
     hashed_active,
 )
-from audit_job.models import RunTrigger
+from audit_job.models import Expect, RunTrigger
 from audit_job.store import migrate
 from audit_job.store import targets as target_store
 from audit_job.store.engine import opened
@@ -44,6 +47,7 @@ DEMO_APPS = ("console", "crm", "helpdesk", "wiki", "billing", "mail")
 DEMO_SEED = 7
 ACTIVE_SHARE = 0.4
 FLIP_SHARE = 0.04  # sessions that appear or disappear between two demo runs
+EXPECTED_INACTIVE = 4  # pairs with a session that the demo says must have none
 
 
 @dataclass
@@ -51,6 +55,12 @@ class DemoResult:
     database: str
     summary: run_service.RunSummary
     report: report_service.Report
+    events_file: str
+
+
+def events_file(database: Path) -> Path:
+    """Where the demo's event feed goes: next to its database (demo.events.jsonl)."""
+    return database.with_name(database.stem + ".events.jsonl")
 
 
 def demo_pairs(count: int) -> list[tuple[str, str]]:
@@ -67,6 +77,21 @@ def demo_pairs(count: int) -> list[tuple[str, str]]:
 def _flipped(run_number: int, app_id: str, user_id: str) -> bool:
     digest = hashlib.blake2b(f"{run_number}\t{app_id}\t{user_id}".encode(), digest_size=8)
     return int.from_bytes(digest.digest(), "big") < FLIP_SHARE * 2**64
+
+
+def expected_inactive(pairs: list[tuple[str, str]], run_number: int) -> list[tuple[str, str]]:
+    """A few pairs that have a session in this demo run, one per app: the demo expects
+    them `inactive`, so each run finds them in violation."""
+    chosen: dict[str, tuple[str, str]] = {}
+    for app, user in pairs:
+        if app in chosen or app.startswith("missing-") or user.startswith("missing-"):
+            continue
+        flipped = bool(run_number) and _flipped(run_number, app, user)
+        if hashed_active(app, user, DEMO_SEED, ACTIVE_SHARE) != flipped:
+            chosen[app] = (app, user)
+        if len(chosen) == EXPECTED_INACTIVE:
+            break
+    return list(chosen.values())
 
 
 def _write_truth(path: Path, pairs: list[tuple[str, str]], run_number: int) -> None:
@@ -100,6 +125,9 @@ async def run_demo(
             runs_so_far = (
                 await conn.execute(select(func.count()).select_from(audit_run))
             ).scalar_one()
+            for app, user in expected_inactive(pairs, int(runs_so_far)):
+                await target_store.set_expect(conn, app, user, Expect.INACTIVE.value)
+    events = events_file(database)
     with tempfile.TemporaryDirectory(prefix="audit-job-demo-") as tmp:
         truth = Path(tmp) / "truth.csv"
         _write_truth(truth, pairs, int(runs_so_far))
@@ -128,10 +156,11 @@ async def run_demo(
                 # lost a pair to five faults in a row about once in 400 runs (seen in CI);
                 # with 10, once in ~10^8, so the faults cost retries and never an answer.
                 audit=AuditSettings(concurrency=64, rate_per_second=2000, max_attempts=10),
+                sink=[JsonlSinkSettings(name="demo-file", type="jsonl", path=str(events))],
             )
             loaded = LoadedConfig(settings, "demo (built-in)", [])
             request = run_service.RunRequest(trigger=RunTrigger.DEMO)
             summary = await run_service.execute(loaded, request, stop, on_start=on_start)
     async with opened(url) as engine, engine.connect() as conn:
         report = await report_service.report_of(conn, summary.run_id)
-    return DemoResult(str(database), summary, report)
+    return DemoResult(str(database), summary, report, str(events))

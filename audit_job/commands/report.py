@@ -24,6 +24,7 @@ from audit_job.errors import ConfigError, NotFound
 from audit_job.models import CheckStatus
 from audit_job.store import evidence as evidence_store
 from audit_job.store import reports as store
+from audit_job.store import violations as violation_store
 from audit_job.store.reports import changes as change_store
 from audit_job.store.reports import checks, listing
 from audit_job.store.types import utcnow
@@ -41,7 +42,11 @@ REPORT_COLUMNS = [
     "previous_active_pct",
     "change_pct",
     "active_change",
+    "violations_open",
+    "violations_opened",
+    "violations_resolved",
 ]
+VIOLATION_LIST_LIMIT = 50  # the report lists the violations a run opened, most severe first
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -176,6 +181,8 @@ class Report:
     run_id: int
     previous_run_id: int | None
     rows: list[dict[str, Any]]
+    opened: list[dict[str, Any]] = field(default_factory=list)  # violations the run opened
+    opened_total: int = 0
 
 
 @dataclass
@@ -191,6 +198,8 @@ class HtmlData:
     series: dict[str, list[float | None]]  # app -> active % per series run (None: no answer)
     changes: list[dict[str, Any]] = field(default_factory=list)
     changes_truncated: bool = False
+    violations_opened: list[dict[str, Any]] = field(default_factory=list)
+    violations_opened_total: int = 0
     newly_seen: int = 0
     digests: dict[int, str] = field(default_factory=dict)  # run id -> hash-chain digest
 
@@ -200,11 +209,14 @@ def report_rows(
     previous_run_id: int | None,
     now: dict[str, dict[str, int]],
     before: dict[str, dict[str, int]],
+    violations: dict[str, dict[str, int]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Per-app rows of a run against the run before (pure, for the CLI and the HTML)."""
+    """Per-app rows of a run against the run before (pure, for the CLI and the HTML);
+    `violations`: per app, those open after the run, opened and resolved by it."""
     rows = []
     for app_id in sorted(now):
         counts, prior = now[app_id], before.get(app_id)
+        judged = (violations or {}).get(app_id, {})
         pct, prior_pct = active_pct(counts), active_pct(prior)
         rows.append(
             {
@@ -220,6 +232,9 @@ def report_rows(
                     round(pct - prior_pct, 1) if pct is not None and prior_pct is not None else None
                 ),
                 "active_change": counts["active"] - prior["active"] if prior else None,
+                "violations_open": judged.get("open", 0),
+                "violations_opened": judged.get("opened", 0),
+                "violations_resolved": judged.get("resolved", 0),
             }
         )
     return rows
@@ -230,7 +245,15 @@ async def report_of(conn: AsyncConnection, run: str | int | None) -> Report:
     previous = await listing.previous_run_id(conn, run_id)
     counts = await checks.app_status_counts(conn, [run_id] + ([previous] if previous else []))
     before = counts.get(previous, {}) if previous else {}
-    return Report(run_id, previous, report_rows(run_id, previous, counts[run_id], before))
+    judged = await violation_store.per_app_of_run(conn, run_id)
+    opened = await violation_store.opened_by_run(conn, run_id, VIOLATION_LIST_LIMIT)
+    return Report(
+        run_id,
+        previous,
+        report_rows(run_id, previous, counts[run_id], before, judged),
+        opened,
+        sum(per_app["opened"] for per_app in judged.values()),
+    )
 
 
 async def report(settings: Settings, run: str | int | None = None) -> Report:
@@ -272,6 +295,8 @@ async def html_data(
         series=series,
         changes=flips,
         changes_truncated=truncated,
+        violations_opened=rep.opened,
+        violations_opened_total=rep.opened_total,
         newly_seen=newly_seen,
         digests=digests,
     )

@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, func, select, text, tuple_, update
+from sqlalchemy import bindparam, case, func, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from audit_job.models import EventType, Expect, Severity
@@ -389,3 +389,38 @@ async def run_counts(conn: AsyncConnection, run_id: int) -> dict[str, int]:
         )
     ).one()
     return {"opened": int(row[0]), "resolved": int(row[1]), "open": int(row[2])}
+
+
+async def per_app_of_run(conn: AsyncConnection, run_id: int) -> dict[str, dict[str, int]]:
+    """Per app: violations opened and resolved by run `run_id`, and open just after it
+    (opened by it or an earlier run, not resolved by then): the report's columns."""
+    v = audit_violation.c
+
+    def one_if(condition: Any) -> Any:
+        return case((condition, 1), else_=0)
+
+    opened_by = one_if(v.opened_run_id == run_id)
+    resolved_by = one_if(v.resolved_run_id == run_id)
+    still_open = one_if(v.is_open.is_not(None) | (v.resolved_run_id > run_id))
+    stmt = (
+        select(v.app_id, func.sum(opened_by), func.sum(resolved_by), func.sum(still_open))
+        .where(v.opened_run_id <= run_id)
+        .group_by(v.app_id)
+    )
+    return {
+        app: {"opened": int(o or 0), "resolved": int(r or 0), "open": int(n or 0)}
+        for app, o, r, n in await conn.execute(stmt)
+    }
+
+
+async def opened_by_run(conn: AsyncConnection, run_id: int, limit: int) -> list[dict[str, Any]]:
+    """The violations run `run_id` opened (most severe first), at most `limit`."""
+    columns = [audit_violation.c[name] for name in VIOLATION_COLUMNS]
+    rank = case(SEVERITY_RANK, value=audit_violation.c.severity, else_=0)
+    stmt = (
+        select(*columns)
+        .where(audit_violation.c.opened_run_id == run_id)
+        .order_by(rank.desc(), audit_violation.c.app_id, audit_violation.c.user_id)
+        .limit(limit)
+    )
+    return [dict(row) for row in (await conn.execute(stmt)).mappings()]

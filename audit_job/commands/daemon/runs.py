@@ -44,6 +44,8 @@ class Runner:
         holds: Callable[[int], bool],
         fenced_out: Callable[[], None],
         spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]],
+        *,
+        on_commit: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
         self.spawn = spawn  # work beside the schedule (evidence bundles), cancelled at stop
@@ -51,6 +53,7 @@ class Runner:
         self.rows = rows
         self.holds = holds  # does this node still lead in this epoch (and not stopping)?
         self.fenced_out = fenced_out
+        self.on_commit = on_commit  # wakes the leader's deliverer (it delivers, not the run)
         self.engine: AsyncEngine | None = None
         self.task: asyncio.Task[RunSummary] | None = None  # the run going on, if any
         self._stop: asyncio.Event | None = None
@@ -90,17 +93,18 @@ class Runner:
                 log.info("resuming run %d first", run_id, extra={"event": "resume_first"})
                 await self._run(
                     epoch,
-                    RunRequest(
-                        trigger=RunTrigger.SCHEDULE, resume_run_id=run_id, epoch=epoch, fence=fence
-                    ),
+                    self._request(resume_run_id=run_id, epoch=epoch, fence=fence),
                 )
         if slot is not None and self.holds(epoch):
-            request = RunRequest(
-                trigger=RunTrigger.SCHEDULE, scheduled_for=slot, epoch=epoch, fence=fence
-            )
+            request = self._request(scheduled_for=slot, epoch=epoch, fence=fence)
             await self._run(epoch, request, slot, token)
         if settings.retention.keep_days and self.holds(epoch):
             await self._prune(settings.retention.keep_days)
+
+    def _request(self, **fields: Any) -> RunRequest:
+        return RunRequest(
+            trigger=RunTrigger.SCHEDULE, deliver=False, on_commit=self.on_commit, **fields
+        )
 
     def _fence(self, epoch: int) -> run_store.Fence:
         """The epoch check of every write of this epoch's runs, logging refusals."""

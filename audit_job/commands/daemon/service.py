@@ -17,7 +17,7 @@ that froze and woke after a takeover writes nothing more. On SQLite a lock file 
 the database excludes a second daemon. This module only wires the parts: slot rules
 (slots.py), leadership (leadership.py) and its lease (lease.py), the scheduler
 (scheduler.py), slot rows (rows.py), runs (runs.py), /healthz and /metrics
-(endpoint.py).
+(endpoint.py), and the leader's event delivery (delivery.py).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from audit_job.commands.daemon.delivery import LeaderDelivery
 from audit_job.commands.daemon.endpoint import Endpoint
 from audit_job.commands.daemon.leadership import Change, Gained, Leadership
 from audit_job.commands.daemon.lease import Lease
@@ -70,8 +71,13 @@ class Daemon:
         self.leadership = Leadership(settings.daemon.lease_seconds)
         self.lease = Lease(self.leadership, self.node, self._apply, force=self._sqlite)
         self.schedule = Schedule(settings.schedule, self._fire, self._account)
+        self.delivery = LeaderDelivery(settings)
         self.endpoint = Endpoint(
-            self.metrics, self.leadership, self.schedule, lambda: self.lease.db_error
+            self.metrics,
+            self.leadership,
+            self.schedule,
+            lambda: self.lease.db_error,
+            settings,
         )
         self.rows = SlotRows(self.metrics, self._spawn)
         self.runner = Runner(
@@ -81,6 +87,7 @@ class Daemon:
             self._holds,
             lambda: self._apply(self.leadership.step_down("fenced out")),
             self._spawn,
+            on_commit=self.delivery.wake,
         )
         self._busy: str | None = None
         self._idle = asyncio.Event()  # set whenever _busy is None
@@ -107,6 +114,7 @@ class Daemon:
     async def serve(self) -> None:
         settings = self.loaded.settings
         self.loaded.require_credentials()
+        self.delivery.check()
         lock = None
         if self._sqlite:
             lock = lease_store.lock_sqlite_file(make_url(settings.database.url).database or "")
@@ -182,6 +190,7 @@ class Daemon:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
         self.schedule.shutdown()
+        await self.delivery.stop()  # releases the sinks' leases before the leadership
         lease.cancel()
         await asyncio.gather(lease, return_exceptions=True)
         await self.lease.release()
@@ -191,7 +200,7 @@ class Daemon:
 
     def reload(self) -> None:
         """SIGHUP: reload the file; schedule and run settings apply from the next fire.
-        The database URL, listener, lease and node name need a restart."""
+        The database URL, listener, lease, node name, [events] and sinks need a restart."""
         if self.reload_config is None:
             return
         try:
@@ -200,11 +209,19 @@ class Daemon:
             log.error("SIGHUP: configuration not reloaded: %s", exc, extra={"event": "reload"})
             return
         old = self.loaded.settings
-        for section in ("database", "daemon"):
+        for section in ("database", "daemon", "events", "sink"):
             if getattr(old, section) != getattr(fresh.settings, section):
-                log.warning("SIGHUP: [%s] changes take effect after a restart", section)
+                shown = "[[sink]]" if section == "sink" else f"[{section}]"
+                log.warning("SIGHUP: %s changes take effect after a restart", shown)
         fresh = LoadedConfig(
-            fresh.settings.model_copy(update={"database": old.database, "daemon": old.daemon}),
+            fresh.settings.model_copy(
+                update={
+                    "database": old.database,
+                    "daemon": old.daemon,
+                    "events": old.events,
+                    "sink": old.sink,
+                }
+            ),
             fresh.origin,
             fresh.warnings,
         )
@@ -234,6 +251,7 @@ class Daemon:
 
     def _gain(self, epoch: int) -> None:
         self.metrics.leader, self.metrics.epoch = True, epoch
+        self.delivery.start()
         token = self.rows.held.start()  # until _on_gain has accounted for the slots so far
         log.info("leader now (epoch %d)", epoch, extra={"event": "leader_gained"})
         self._gain_task = self._spawn(self._on_gain(epoch, token))
@@ -245,6 +263,7 @@ class Daemon:
             extra={"event": "leader_lost"},
         )
         self.metrics.leader = False
+        self.delivery.step_down()
         self.rows.held.drop()  # the next takeover accounts for those slots
         self.runner.cancel()
         if self._gain_task is not None and not self._gain_task.done():
