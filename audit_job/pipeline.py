@@ -26,6 +26,7 @@ from audit_job.progress_counters import Progress
 from audit_job.store import results as result_store
 from audit_job.store import runs as store
 from audit_job.store import workers as worker_store
+from audit_job.store.bulk import Claimed
 from audit_job.store.engine import describe_db_error
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ class Pipeline:
         owner: bool = True,
         fence: store.Fence | None = None,
         on_live_workers: Callable[[int], None] | None = None,
+        judging: result_store.Judging | None = None,
         on_commit: Callable[[], None] | None = None,
     ) -> None:
         self.engine = engine
@@ -93,11 +95,10 @@ class Pipeline:
         self.owner = owner
         self.fence = fence
         self.on_live_workers = on_live_workers
+        self.judging = judging  # how answers meet expectations (the writer's feed)
         self.on_commit = on_commit  # wakes the event deliverer: the batch's events are in
-        self._queue: asyncio.Queue[tuple[int, str, str] | None] = asyncio.Queue(
-            maxsize=settings.claim_size
-        )
-        self._buffer: list[tuple[int, str, str, CheckResult]] = []
+        self._queue: asyncio.Queue[Claimed | None] = asyncio.Queue(maxsize=settings.claim_size)
+        self._buffer: list[result_store.ResultRow] = []
         self._flush_now = asyncio.Event()
         self._room = asyncio.Event()
         self._after_id = 0  # keyset position of the claims (SQLite: one worker, no claims stored)
@@ -238,7 +239,7 @@ class Pipeline:
         for _ in range(self.settings.concurrency):
             await self._queue.put(None)
 
-    async def _claim(self, size: int) -> list[tuple[int, str, str]]:
+    async def _claim(self, size: int) -> list[Claimed]:
         async with self.engine.begin() as conn:
             if self.fence is not None:
                 await self.fence(conn)
@@ -270,7 +271,7 @@ class Pipeline:
                 self._room.set()
             if item is None or self._stopping:
                 return
-            row_id, app_id, user_id = item
+            row_id, app_id, user_id, expect = item
             self._in_flight += 1
             self._idle.clear()
             try:
@@ -279,7 +280,7 @@ class Pipeline:
                 self._in_flight -= 1
                 if not self._in_flight:
                     self._idle.set()
-            buffer.append((row_id, app_id, user_id, result))
+            buffer.append((row_id, app_id, user_id, result, expect))
             progress.add(result)
             if len(buffer) >= batch_size:
                 self._flush_now.set()
@@ -306,14 +307,19 @@ class Pipeline:
             if self._closing:
                 return
 
-    async def _write(self, batch: list[tuple[int, str, str, CheckResult]]) -> None:
-        retries = sum(r.attempts - 1 for *_, r in batch)
-        throttled = sum(r.throttled for *_, r in batch)
+    async def _write(self, batch: list[result_store.ResultRow]) -> None:
+        retries = sum(row[3].attempts - 1 for row in batch)
+        throttled = sum(row[3].throttled for row in batch)
         async with self.engine.begin() as conn:
             if self.fence is not None:
                 await self.fence(conn)  # raises FencedOut: the whole batch rolls back
             await result_store.write_results(
-                conn, self.run_id, batch, retries=retries, throttled=throttled
+                conn,
+                self.run_id,
+                batch,
+                retries=retries,
+                throttled=throttled,
+                judging=self.judging,
             )
         self.progress.written += len(batch)
         self._last_write = time.monotonic()

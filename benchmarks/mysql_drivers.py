@@ -94,8 +94,8 @@ async def one_round(driver: str, rows: int, state_writer: str) -> tuple[float, f
             cpu, wall = time.process_time(), time.perf_counter()
             for start in range(0, len(pending), BATCH):
                 batch = [
-                    (row_id, app, user, _answer(row_id, now))
-                    for row_id, app, user in pending[start : start + BATCH]
+                    (row_id, app, user, _answer(row_id, now), expect)
+                    for row_id, app, user, expect in pending[start : start + BATCH]
                 ]
                 async with engine.begin() as conn:
                     await store.write_results(conn, run_id, batch)

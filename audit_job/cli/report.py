@@ -238,7 +238,9 @@ def register(app: typer.Typer) -> None:
         dry_run: bool = typer.Option(False, "--dry-run", help="count, delete nothing"),
     ) -> None:
         """Delete the checks of runs older than N days (never the latest run nor a running
-        one, never session_state; run rows and their totals stay). 0 keeps only those."""
+        one, never session_state; run rows and their totals stay). 0 keeps only those.
+        Also deletes events older than [events] keep_days that every configured sink has
+        delivered (as `events prune`)."""
         from audit_job.commands import prune as prune_service
 
         settings = loaded_config(ctx).settings
@@ -253,3 +255,8 @@ def register(app: typer.Typer) -> None:
             f"{verb} {result.checks} checks of {len(result.per_run)} runs started before "
             f"{result.cutoff.isoformat(timespec='seconds')}"
         )
+        if result.events is not None:
+            print(
+                f"{verb} {result.events.deleted} delivered events created before "
+                f"{result.events.cutoff.isoformat(timespec='seconds')}"
+            )

@@ -1,4 +1,6 @@
-"""Retention: delete the checks of runs older than `keep_days`, in batches.
+"""Retention: delete the checks of runs older than `keep_days`, in batches; and, through
+`prune_configured` (the command and the daemon), the delivered events older than
+`[events] keep_days` (commands/events.py: never one a configured sink still needs).
 
 The audit_run rows stay (their totals are the long-term record and cost little);
 session_state is never touched, and neither is the latest run nor a running one. Each
@@ -12,6 +14,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -21,6 +24,9 @@ from audit_job.errors import ConfigError
 from audit_job.store import evidence as evidence_store
 from audit_job.store import retention
 from audit_job.store.types import utcnow
+
+if TYPE_CHECKING:
+    from audit_job.commands.events import EventPrune
 
 log = logging.getLogger(__name__)
 PRUNE_BATCH = 5000
@@ -32,6 +38,7 @@ class PruneResult:
     dry_run: bool
     checks: int = 0  # deleted, or that would be with dry_run
     per_run: dict[int, int] = field(default_factory=dict)
+    events: EventPrune | None = None  # the event feed's prune (prune_configured)
 
     @property
     def runs(self) -> list[int]:
@@ -82,4 +89,15 @@ async def prune(
 
 async def prune_configured(settings: Settings, keep_days: int, dry_run: bool) -> PruneResult:
     async with open_database(settings) as engine:
-        return await prune(engine, keep_days, dry_run)
+        return await prune_with_events(engine, settings, keep_days, dry_run)
+
+
+async def prune_with_events(
+    engine: AsyncEngine, settings: Settings, keep_days: int, dry_run: bool = False
+) -> PruneResult:
+    """The checks (`keep_days`), then the delivered events (`[events] keep_days`)."""
+    from audit_job.commands import events as event_service  # its sinks load only here
+
+    result = await prune(engine, keep_days, dry_run)
+    result.events = await event_service.prune(engine, settings, dry_run=dry_run)
+    return result

@@ -44,6 +44,10 @@ CheckRow = tuple[
 # new state row changed when it was first seen (the upsert keeps an older change time).
 StateRow = tuple[str, str, bool, datetime | str, datetime | str, int]
 
+# A pending row as claims hand it out: (id, app_id, user_id, the pair's own expectation
+# from the snapshot: None when it has none, see policy.py).
+Claimed = tuple[int, str, str, str | None]
+
 SUPPORTED = ("postgresql", "sqlite", "mysql", "mariadb")
 MYSQL = ("mysql", "mariadb")
 
@@ -121,6 +125,7 @@ FROM unnest($1::text[], $2::boolean[], $3::timestamptz[], $4::int[], $5::int[],
     AS v(status, active, checked_at, attempts, http_status, status_code, api_code,
          message, request_id, latency_ms, id)
 WHERE s.id = v.id AND s.status = 'pending'
+RETURNING s.id
 """
 
 _SQLITE_WRITE = """
@@ -128,6 +133,20 @@ UPDATE session_check SET
     status = ?, active = ?, checked_at = ?, attempts = ?, http_status = ?, status_code = ?,
     api_code = ?, message = ?, request_id = ?, latency_ms = ?
 WHERE id = ? AND status = 'pending'
+"""
+
+# SQLite and MySQL/MariaDB say which of a batch's rows are still pending before the UPDATE
+# (PostgreSQL's UPDATE returns them): the rows this batch turns final. The batch's first
+# statement took SQLite's write lock; on MySQL the rows are locked until the commit.
+_SQLITE_STILL_PENDING = """
+SELECT id FROM session_check
+WHERE status = 'pending' AND id IN (SELECT value FROM json_each(?))
+"""
+_MYSQL_STILL_PENDING = """
+SELECT s.id FROM JSON_TABLE(%s, '$[*]' COLUMNS (id BIGINT PATH '$')) AS v
+JOIN session_check AS s ON s.id = v.id
+WHERE s.status = 'pending'
+FOR UPDATE
 """
 
 _PG_STATE = """
@@ -210,15 +229,32 @@ async def _json_rows(conn: AsyncConnection, sql: str, rows: Sequence[tuple[Any, 
     await conn.exec_driver_sql(sql, (orjson.dumps(rows).decode(),))
 
 
-async def write_checks(conn: AsyncConnection, rows: list[CheckRow]) -> None:
+async def write_checks(conn: AsyncConnection, rows: list[CheckRow]) -> set[int]:
+    """Write the batch's answers into the rows still pending; the ids of those rows (the
+    ones this batch turned final: a replayed batch, or a row another worker answered
+    first, is left alone and not in the set)."""
     if conn.dialect.name in MYSQL:
-        await _json_rows(conn, _MYSQL_WRITE, rows)
-        return
+        ids = orjson.dumps([row[10] for row in rows]).decode()
+        pending = await conn.exec_driver_sql(_MYSQL_STILL_PENDING, (ids,))
+        final = {int(r[0]) for r in pending}
+        if final:
+            await _json_rows(conn, _MYSQL_WRITE, rows)
+        return final
     driver = await _driver(conn)
     if conn.dialect.name == "postgresql":
-        await driver.execute(_PG_WRITE, *(list(column) for column in zip(*rows, strict=True)))
-        return
-    await _executemany_sqlite(driver, _SQLITE_WRITE, rows)
+        columns = (list(column) for column in zip(*rows, strict=True))
+        return {r[0] for r in await driver.fetch(_PG_WRITE, *columns)}
+    ids = orjson.dumps([row[10] for row in rows]).decode()
+    inline = _inline(driver)
+    if inline is not None:
+        final = {r[0] for r in inline.execute(_SQLITE_STILL_PENDING, (ids,))}
+    else:
+        cursor = await driver.execute(_SQLITE_STILL_PENDING, (ids,))
+        final = {r[0] for r in await cursor.fetchall()}
+        await cursor.close()
+    if final:
+        await _executemany_sqlite(driver, _SQLITE_WRITE, rows)
+    return final
 
 
 async def upsert_states(conn: AsyncConnection, rows: list[StateRow]) -> None:
@@ -247,7 +283,7 @@ def _pending_sql(dialect: str, upto: bool, limit: bool) -> str:
     upper = f" AND id <= {mark(3)}" if upto else ""
     cap = f" LIMIT {mark(4 if upto else 3)}" if limit else ""
     return (
-        "SELECT id, app_id, user_id FROM session_check "
+        "SELECT id, app_id, user_id, expect FROM session_check "
         f"WHERE run_id = {mark(1)} AND status = 'pending' AND id > {mark(2)}{upper} "
         f"ORDER BY id{cap}"
     )
@@ -259,9 +295,10 @@ async def pending_rows(
     after_id: int,
     limit: int | None,
     upto_id: int | None = None,
-) -> list[tuple[int, str, str]]:
+) -> list[Claimed]:
     """The run's pending rows with `after_id < id <= upto_id`, in id order, at most
-    `limit` (None: all). Claims read thousands of rows a second: through the driver."""
+    `limit` (None: all), each with the pair's own expectation from the snapshot.
+    Claims read thousands of rows a second: through the driver."""
     dialect = conn.dialect.name
     params: list[Any] = [run_id, after_id]
     if upto_id is not None:
@@ -270,11 +307,11 @@ async def pending_rows(
         params.append(limit)
     sql = _pending_sql(dialect, upto_id is not None, limit is not None)
     if dialect in MYSQL:
-        return [(r[0], r[1], r[2]) for r in await conn.exec_driver_sql(sql, tuple(params))]
+        return [(r[0], r[1], r[2], r[3]) for r in await conn.exec_driver_sql(sql, tuple(params))]
     driver = await _driver(conn)
     if dialect == "postgresql":
-        return [(r[0], r[1], r[2]) for r in await driver.fetch(sql, *params)]
+        return [(r[0], r[1], r[2], r[3]) for r in await driver.fetch(sql, *params)]
     cursor = await driver.execute(sql, params)
-    rows = await cursor.fetchall()  # (id, app_id, user_id) tuples already
+    rows = await cursor.fetchall()  # (id, app_id, user_id, expect) tuples already
     await cursor.close()
     return list(rows)

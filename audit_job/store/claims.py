@@ -28,7 +28,7 @@ from audit_job.models import CheckStatus
 from audit_job.store import bulk
 from audit_job.store.tables import audit_claim, audit_run, audit_worker, session_check
 
-Rows = list[tuple[int, str, str]]
+Rows = list[bulk.Claimed]
 
 
 async def claim(
@@ -96,7 +96,9 @@ async def _pending(
 ) -> Rows:
     if conn.dialect.name in bulk.SUPPORTED:
         return await bulk.pending_rows(conn, run_id, after_id, limit, upto_id)
-    stmt = select(session_check.c.id, session_check.c.app_id, session_check.c.user_id).where(
+    stmt = select(
+        session_check.c.id, session_check.c.app_id, session_check.c.user_id, session_check.c.expect
+    ).where(
         session_check.c.run_id == run_id,
         session_check.c.status == CheckStatus.PENDING.value,
         session_check.c.id > after_id,
@@ -106,7 +108,7 @@ async def _pending(
     stmt = stmt.order_by(session_check.c.id)
     if limit is not None:
         stmt = stmt.limit(limit)
-    return [(row.id, row.app_id, row.user_id) for row in await conn.execute(stmt)]
+    return [(row.id, row.app_id, row.user_id, row.expect) for row in await conn.execute(stmt)]
 
 
 async def release(conn: AsyncConnection, run_id: int, worker_id: str) -> None:

@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from audit_job.errors import FencedOut, RunConflict
 from audit_job.models import RunStatus, RunTrigger
-from audit_job.store import dialect, evidence
+from audit_job.store import dialect, events, evidence, outbox
 from audit_job.store.dialect import insert_ignore
 from audit_job.store.runs import Fence, owner_tag
 from audit_job.store.tables import audit_run, leader_lease
@@ -196,7 +196,35 @@ async def record_slot(
         await conn.execute(select(audit_run.c.id).where(audit_run.c.scheduled_for == slot))
     ).scalar_one()
     await evidence.seal_run(conn, run_id)
+    await outbox.record_events(
+        conn, [await _slot_event(conn, run_id, slot, status, message, missed)]
+    )
     return True
+
+
+async def _slot_event(
+    conn: AsyncConnection,
+    run_id: int,
+    slot: datetime,
+    status: RunStatus,
+    message: str,
+    missed: tuple[datetime, datetime, int] | None,
+) -> events.NewEvent:
+    """`slot.missed` / `slot.skipped` for a slot row, appended in the transaction that
+    writes it (so exactly when the row exists)."""
+    if status is RunStatus.MISSED:
+        first, last, count = missed if missed is not None else (slot, slot, 1)
+        return events.slot_missed(
+            run_id=run_id, first=first, last=last, count=count, message=message
+        )
+    running = (
+        await conn.execute(
+            select(func.min(audit_run.c.id)).where(audit_run.c.status == RunStatus.RUNNING.value)
+        )
+    ).scalar_one_or_none()
+    return events.slot_skipped(
+        run_id=run_id, scheduled_for=slot, message=message, running_run_id=running
+    )
 
 
 async def interrupt_superseded(conn: AsyncConnection, epoch: int) -> list[int]:

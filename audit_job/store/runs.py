@@ -19,6 +19,7 @@ from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from audit_job.models import CheckStatus, RunStatus
+from audit_job.store import events, outbox, violations
 from audit_job.store.dialect import RUN_CREATION_ROW, lock_named_row
 from audit_job.store.tables import audit_run, leader_lease, session_check
 from audit_job.store.types import utcnow
@@ -166,6 +167,10 @@ async def status_counts(conn: AsyncConnection, run_id: int) -> dict[str, int]:
     return counts
 
 
+# A run whose status becomes one of these has ended: the feed says so (events.run_ended).
+ENDED = (RunStatus.SUCCEEDED, RunStatus.COMPLETED_WITH_ERRORS, RunStatus.FAILED)
+
+
 async def finish_run(
     conn: AsyncConnection,
     run_id: int,
@@ -174,14 +179,31 @@ async def finish_run(
     counts: dict[str, int],
 ) -> dict[str, int]:
     """Close the run with its final totals (`counts`: status_counts read in this same
-    transaction)."""
+    transaction), and append `run.finished` / `run.failed` in it when this is what ends
+    the run. The run's row is locked first, so of several processes closing one run the
+    first appends the event and the others, finding the status already set, none (a
+    failed run that is resumed and finishes ends again: `run.finished` then)."""
+    before = (
+        await conn.execute(
+            select(
+                audit_run.c.status,
+                audit_run.c.trigger,
+                audit_run.c.started_at,
+                audit_run.c.retries,
+                audit_run.c.throttled,
+            )
+            .where(audit_run.c.id == run_id)
+            .with_for_update()
+        )
+    ).one()
+    now = utcnow()
     await conn.execute(
         update(audit_run)
         .where(audit_run.c.id == run_id)
         .values(
             status=status.value,
-            finished_at=utcnow(),
-            heartbeat_at=utcnow(),
+            finished_at=now,
+            heartbeat_at=now,
             total=sum(counts.values()),
             active=counts["active"],
             inactive=counts["inactive"],
@@ -189,6 +211,20 @@ async def finish_run(
             message=message,
         )
     )
+    if status in ENDED and before.status != status.value:
+        event = events.run_ended(
+            run_id=run_id,
+            status=status.value,
+            trigger=before.trigger,
+            started_at=before.started_at,
+            finished_at=now,
+            counts=counts,
+            retries=before.retries,
+            throttled=before.throttled,
+            message=message,
+            open_violations=await violations.count_open(conn),
+        )
+        await outbox.record_run_end(conn, event)
     return counts
 
 

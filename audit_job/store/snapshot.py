@@ -1,5 +1,7 @@
 """A run's snapshot: one pending `session_check` row per pair, from the enabled targets or
-from an external source, then the run's total and `snapshot_at`.
+from an external source, then the run's total and `snapshot_at`. Each row keeps the pair's
+own expectation as it was when the run started (`expect`: NULL for none, i.e. `any`), so
+the writer judges every answer without reading the targets again.
 
 The rows are unique per (app_id, user_id, run_id), so a snapshot taken again (a resume after
 a crash mid-snapshot) adds only the pairs still missing.
@@ -9,9 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import Integer, func, insert, literal, select, update
+from sqlalchemy import Integer, String, func, insert, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from audit_job.models import Expect
 from audit_job.store.dialect import insert_ignore
 from audit_job.store.tables import audit_run, audit_target, session_check
 from audit_job.store.types import utcnow
@@ -33,6 +36,7 @@ async def snapshot_targets(
         literal(run_id, Integer).label("run_id"),
         audit_target.c.app_id,
         audit_target.c.user_id,
+        func.nullif(audit_target.c.expect, literal(Expect.ANY.value, String)).label("expect"),
     ).where(audit_target.c.enabled.is_(True))
     if part is not None:
         index, count = part
@@ -48,21 +52,30 @@ async def snapshot_targets(
         session_check.c.user_id == audit_target.c.user_id,
     )
     source = source.where(~existing.exists())  # a re-taken snapshot adds only what is missing
-    await conn.execute(insert(session_check).from_select(["run_id", "app_id", "user_id"], source))
+    columns = ["run_id", "app_id", "user_id", "expect"]
+    await conn.execute(insert(session_check).from_select(columns, source))
 
 
 async def add_snapshot_rows(
-    conn: AsyncConnection, run_id: int, pairs: Sequence[tuple[str, str]]
+    conn: AsyncConnection, run_id: int, pairs: Sequence[tuple[str, str, str | None]]
 ) -> None:
-    """Pending checks from an external source; pairs already in the run are skipped."""
+    """Pending checks from an external source, (app_id, user_id, its own expectation or
+    None); pairs already in the run are skipped."""
     if not pairs:
         return
     stmt = insert_ignore(session_check, conn.dialect.name, ["run_id", "app_id", "user_id"])
     await conn.execute(
         stmt,
         [
-            {"run_id": run_id, "app_id": a, "user_id": u, "status": "pending", "attempts": 0}
-            for a, u in pairs
+            {
+                "run_id": run_id,
+                "app_id": a,
+                "user_id": u,
+                "expect": None if e == Expect.ANY.value else e,
+                "status": "pending",
+                "attempts": 0,
+            }
+            for a, u, e in pairs
         ],
     )
 

@@ -72,7 +72,7 @@ async def claim_pending(
     dead_after_seconds: float,
     limit: int,
     after_id: int = 0,
-) -> list[tuple[int, str, str]]:
+) -> list[bulk.Claimed]:
     """About `limit` pending rows for this worker, in id order (store/claims.py).
 
     Liveness is judged inside the claiming transaction: a list of live workers read

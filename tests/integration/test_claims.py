@@ -50,14 +50,16 @@ async def run_id(engine: AsyncEngine) -> int:
 async def claim(engine: AsyncEngine, run_id: int, worker: str, limit: int) -> list[int]:
     async with engine.begin() as conn:
         rows = await workers.claim_pending(conn, run_id, worker, DEAD_AFTER, limit)
-    return [row_id for row_id, _app, _user in rows]
+    return [row[0] for row in rows]
 
 
 async def answer(engine: AsyncEngine, run_id: int, ids: list[int]) -> None:
     now = datetime.now(UTC)
     result = CheckResult(CheckStatus.ACTIVE, True, now, 1, 200, 200, 200, None, "r", 1)
     async with engine.begin() as conn:
-        await results.write_results(conn, run_id, [(i, "app", f"id-{i}", result) for i in ids])
+        await results.write_results(
+            conn, run_id, [(i, "app", f"id-{i}", result, None) for i in ids]
+        )
 
 
 async def ranges(engine: AsyncEngine, run_id: int) -> list[tuple[str | None, int, int]]:

@@ -58,7 +58,7 @@ async def new_run(engine: AsyncEngine, answers=ANSWERS, pending=(PENDING,)) -> i
     async with engine.begin() as conn:
         run_id = await store.create_run(conn, trigger="manual", filters={"app": "app-a"})
         await snapshot_store.add_snapshot_rows(
-            conn, run_id, [a[:2] for a in answers] + list(pending)
+            conn, run_id, [(*a[:2], None) for a in answers] + [(*p, None) for p in pending]
         )
     async with engine.begin() as conn:
         ids = {
@@ -68,7 +68,7 @@ async def new_run(engine: AsyncEngine, answers=ANSWERS, pending=(PENDING,)) -> i
             )
         }
         results = [
-            (ids[(a[0], a[1])], a[0], a[1], CheckResult(*a[2:]))
+            (ids[(a[0], a[1])], a[0], a[1], CheckResult(*a[2:]), None)
             for a in answers  # type: ignore[misc]
         ]
         await result_store.write_results(conn, run_id, results, retries=3, throttled=1)

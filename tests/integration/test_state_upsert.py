@@ -45,7 +45,7 @@ async def run_with(engine: AsyncEngine, answers: dict[str, CheckResult]) -> int:
         await snapshot.snapshot_targets(conn, run_id, None, None)
     async with engine.begin() as conn:
         pending = await bulk.pending_rows(conn, run_id, 0, None)
-        batch = [(i, a, u, answers[u]) for i, a, u in pending if u in answers]
+        batch = [(i, a, u, answers[u], e) for i, a, u, e in pending if u in answers]
         await results.write_results(conn, run_id, batch)
     return run_id
 
@@ -96,7 +96,7 @@ async def test_an_answer_is_written_once_with_its_microseconds_and_text(
                 session_check.c.run_id == run_id
             )
         )
-        replay = [(i, a, u, answer(True, T0 + timedelta(hours=1))) for i, a, u in pending]
+        replay = [(i, a, u, answer(True, T0 + timedelta(hours=1)), None) for i, a, u in pending]
         await results.write_results(conn, run_id, replay)
     async with engine.connect() as conn:
         rows = {

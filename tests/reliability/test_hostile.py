@@ -295,7 +295,7 @@ async def store_all(db_url: str, results: list[tuple[Pair, CheckResult]]) -> Non
     try:
         async with engine.begin() as conn:
             run_id = await run_store.create_run(conn, trigger="manual")
-            pairs = [(p.app_id, p.user_id) for p, _ in results]
+            pairs = [(p.app_id, p.user_id, None) for p, _ in results]
             await snapshot_store.add_snapshot_rows(conn, run_id, pairs)
             rows = await conn.execute(
                 text("SELECT id, app_id, user_id FROM session_check WHERE run_id = :run"),
@@ -305,7 +305,10 @@ async def store_all(db_url: str, results: list[tuple[Pair, CheckResult]]) -> Non
             await result_store.write_results(
                 conn,
                 run_id,
-                [(by_pair[(p.app_id, p.user_id)], p.app_id, p.user_id, r) for p, r in results],
+                [
+                    (by_pair[(p.app_id, p.user_id)], p.app_id, p.user_id, r, None)
+                    for p, r in results
+                ],
             )
     finally:
         await engine.dispose()

@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from audit_job.commands.daemon.rows import SlotRow, SlotRows
-from audit_job.commands.prune import prune
+from audit_job.commands.prune import prune_with_events
 from audit_job.commands.run import RunRequest, RunSummary, execute
 from audit_job.config import LoadedConfig
 from audit_job.errors import AuditJobError, FencedOut, RunConflict
@@ -197,9 +197,11 @@ class Runner:
     async def _prune(self, keep_days: int) -> None:
         assert self.engine is not None
         try:
-            result = await prune(self.engine, keep_days)
+            result = await prune_with_events(self.engine, self.config().settings, keep_days)
         except Exception as exc:
             log.error("prune failed: %s", describe_db_error(exc), extra={"event": "prune"})
             return
         if result.checks:
             log.info("pruned %d checks of %d runs", result.checks, len(result.per_run))
+        if result.events is not None and result.events.deleted:
+            log.info("pruned %d delivered events", result.events.deleted)

@@ -16,9 +16,12 @@ from audit_job.config import LoadedConfig
 from audit_job.errors import ApiError
 from audit_job.limiter import AdaptiveRateLimiter
 from audit_job.pipeline import End, Pipeline, PipelineSettings
+from audit_job.policy import PolicySet
 from audit_job.progress_counters import Progress
 from audit_job.store import runs as store
+from audit_job.store import violations as violation_store
 from audit_job.store import workers as worker_store
+from audit_job.store.results import Judging
 
 
 async def drive(
@@ -42,6 +45,13 @@ async def drive(
     async with engine.begin() as conn:
         await worker_store.register_worker(conn, worker_id, run_id, audit.concurrency)
         counts = await store.status_counts(conn, run_id)
+        # None open now: none of this run's pairs can gain one but through its own answer.
+        maybe_open = await violation_store.any_open(conn)
+    judging = Judging(
+        PolicySet(settings.policy),
+        own_source="source" if settings.source.query else "target",
+        maybe_open=maybe_open,
+    )
     progress = Progress(
         total=sum(counts.values()), done_before=sum(counts.values()) - counts["pending"]
     )
@@ -86,6 +96,7 @@ async def drive(
                 owner=owner,
                 fence=request.fence,
                 on_live_workers=share_rate,
+                judging=judging,
                 on_commit=on_commit,
             )
             result = await pipeline.run(stop)

@@ -17,6 +17,7 @@ from audit_job.commands.database import open_database
 from audit_job.commands.targets import validate_id
 from audit_job.config import LoadedConfig, Settings
 from audit_job.errors import StoreError
+from audit_job.policy import parse_expect
 from audit_job.store import snapshot as snapshot_store
 from audit_job.store import targets as target_store
 from audit_job.store.engine import describe_db_error, opened
@@ -31,7 +32,7 @@ async def plan(loaded: LoadedConfig, app_id: str | None, user_id: str | None) ->
     settings = loaded.settings
     if settings.source.query:
         count, sample = 0, []
-        async for app, user in source_pairs(settings, app_id, user_id):
+        async for app, user, _expect in source_pairs(settings, app_id, user_id):
             count += 1
             if len(sample) < 10:
                 sample.append({"app_id": app, "user_id": user})
@@ -58,7 +59,7 @@ async def take_snapshot(
     Taken again on a resume when the first attempt did not finish (rows are unique)."""
     started = time.monotonic()
     if settings.source.query:
-        batch: list[tuple[str, str]] = []
+        batch: list[tuple[str, str, str | None]] = []
         async for pair in source_pairs(settings, app_id, user_id):
             batch.append(pair)
             if len(batch) >= SOURCE_BATCH:
@@ -96,9 +97,10 @@ async def take_snapshot(
 
 async def source_pairs(
     settings: Settings, app_id: str | None, user_id: str | None
-) -> AsyncIterator[tuple[str, str]]:
-    """Pairs from the operator's `[source] query`, streamed; bad rows skipped with a
-    warning (the first few are named)."""
+) -> AsyncIterator[tuple[str, str, str | None]]:
+    """Pairs from the operator's `[source] query`, streamed, each with the query's
+    `expect` column when it has one (None: no expectation of its own); bad rows skipped
+    with a warning (the first few are named)."""
     source = settings.source
     url = source.url or settings.database.url
     skipped = 0
@@ -112,6 +114,7 @@ async def source_pairs(
             raise StoreError("[source] query must return two columns: app_id, user_id")
         app_at = keys.index("app_id") if "app_id" in keys else 0
         user_at = keys.index("user_id") if "user_id" in keys else 1
+        expect_at = keys.index("expect") if "expect" in keys else None
         number = 0
         async for row in result:
             number += 1
@@ -119,12 +122,18 @@ async def source_pairs(
             app = "" if app is None else str(app)
             user = "" if user is None else str(user)
             problem = validate_id("app_id", app) or validate_id("user_id", user)
+            expect = None
+            if expect_at is not None and not problem:
+                try:
+                    expect = parse_expect(row[expect_at])
+                except ValueError as exc:
+                    problem = str(exc)
             if problem:
                 skipped += 1
                 if skipped <= 10:
                     log.warning("[source] query row %d skipped: %s", number, problem)
                 continue
             if (app_id is None or app == app_id) and (user_id is None or user == user_id):
-                yield app, user
+                yield app, user, expect
     if skipped:
         log.warning("[source] query: %d rows skipped in all", skipped)
