@@ -50,7 +50,8 @@ VIOLATION_COLUMNS = [
     ("expected", "expected"),
     ("observed", "observed"),
     ("source", "rule"),
-    ("opened_at", "seen at"),
+    ("opened_at", "opened at"),
+    ("opened_run_id", "opened by run"),
 ]
 CHANGE_COLUMNS = [
     ("app_id", "app"),
@@ -201,20 +202,21 @@ def _digests(data: HtmlData) -> str:
 
 
 def _violations(data: HtmlData, zone: tzinfo) -> str:
-    opened = data.violations_opened
-    still_open = sum(row["violations_open"] or 0 for row in data.per_app)
+    listed = data.open_violations
+    opened = sum(row["violations_opened"] or 0 for row in data.per_app)
+    resolved = sum(row["violations_resolved"] or 0 for row in data.per_app)
     head = (
-        f"<h2>Violations opened by run {data.run_id}</h2>"
-        f"<p class='meta'>{data.violations_opened_total} opened by this run, "
-        f"{still_open} open after it; answers that contradict the expected state "
+        f"<h2>Violations open after run {data.run_id}</h2>"
+        f"<p class='meta'>{data.open_total} open: answers that contradict the expected "
+        f"state; this run opened {opened} and resolved {resolved} "
         "(<code>audit-job violations --open</code>).</p>"
     )
-    if not opened:
-        return head + "<p id='violations'>This run opened no violation.</p>"
+    if not listed:
+        return head + "<p id='violations'>No violation is open.</p>"
     note = ""
-    if data.violations_opened_total > len(opened):
-        note = f"<p class='meta'>The {len(opened)} most severe are shown.</p>"
-    return head + _table(opened, VIOLATION_COLUMNS, "violations", zone) + note
+    if data.open_total > len(listed):
+        note = f"<p class='meta'>The {len(listed)} most severe are shown.</p>"
+    return head + _table(listed, VIOLATION_COLUMNS, "violations", zone) + note
 
 
 def render(data: HtmlData, zone: tzinfo) -> str:

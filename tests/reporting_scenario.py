@@ -64,7 +64,11 @@ def _truth(path: Path, pairs: list[Pair], flipped: set[Pair]) -> None:
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-async def build_scenario(url: str, tmp_path: Path) -> Scenario:
+async def build_scenario(
+    url: str, tmp_path: Path, expect_inactive: tuple[Pair, ...] = ()
+) -> Scenario:
+    """Two runs (and a skipped slot between them); `expect_inactive` pairs are expected
+    inactive from the start (active ones open violations)."""
     pairs = scenario_pairs()
     real = [p for p in pairs if not p[1].startswith("missing-")]
     flipped = set(real[0:30:4])
@@ -75,6 +79,8 @@ async def build_scenario(url: str, tmp_path: Path) -> Scenario:
     _truth(truth_2, [*pairs, added], flipped)
     async with opened(url) as engine, engine.begin() as conn:
         await target_store.save_batch(conn, [(a, u, None) for a, u in pairs])
+        for app, user in expect_inactive:
+            await target_store.set_expect(conn, app, user, "inactive")
     run_ids = []
     async with Emulator(EmulatorOptions(truth_file=str(truth_1))) as emulator:
         settings = Settings(

@@ -79,7 +79,15 @@ def _emit(
     return run_async(write_rows_async(rows, columns, chosen, sys.stdout, zone, title))
 
 
-VIOLATION_TABLE_COLUMNS = ["app_id", "user_id", "expected", "observed", "severity", "source"]
+VIOLATION_TABLE_COLUMNS = [
+    "severity",
+    "app_id",
+    "user_id",
+    "expected",
+    "observed",
+    "source",
+    "opened_run_id",
+]
 
 
 def _violations_cell(row: Mapping[str, Any]) -> str:
@@ -89,7 +97,7 @@ def _violations_cell(row: Mapping[str, Any]) -> str:
 
 def print_report(rep: Report, fmt: Format, zone: tzinfo) -> None:
     """The per-app report (with each app's violations); also what `audit-job demo` shows
-    after its run. A table also lists the violations the run opened."""
+    after its run. A table also lists the violations open after the run."""
     from audit_job.commands.report import REPORT_COLUMNS
 
     versus = f" vs run {rep.previous_run_id}" if rep.previous_run_id is not None else ""
@@ -99,12 +107,12 @@ def print_report(rep: Report, fmt: Format, zone: tzinfo) -> None:
         columns = [c for c in columns if not c.startswith("violations_")] + ["violations"]
         rows = [{**row, "violations": _violations_cell(row)} for row in rows]
     write_rows(rows, columns, fmt, sys.stdout, zone, f"run {rep.run_id}{versus}: per app")
-    if fmt is not Format.table or not rep.opened:
+    if fmt is not Format.table or not rep.open_violations:
         return
-    shown = len(rep.opened)
-    more = f", the first {shown} shown" if rep.opened_total > shown else ""
-    title = f"violations opened by run {rep.run_id} ({rep.opened_total}{more})"
-    write_rows(rep.opened, VIOLATION_TABLE_COLUMNS, fmt, sys.stdout, zone, title)
+    shown = len(rep.open_violations)
+    more = f", the {shown} most severe shown" if rep.open_total > shown else ""
+    title = f"violations open after run {rep.run_id} ({rep.open_total}{more})"
+    write_rows(rep.open_violations, VIOLATION_TABLE_COLUMNS, fmt, sys.stdout, zone, title)
     print("all of them: audit-job violations --open", file=sys.stderr)
 
 

@@ -46,7 +46,7 @@ REPORT_COLUMNS = [
     "violations_opened",
     "violations_resolved",
 ]
-VIOLATION_LIST_LIMIT = 50  # the report lists the violations a run opened, most severe first
+VIOLATION_LIST_LIMIT = 50  # the report lists the violations open after the run
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -181,8 +181,8 @@ class Report:
     run_id: int
     previous_run_id: int | None
     rows: list[dict[str, Any]]
-    opened: list[dict[str, Any]] = field(default_factory=list)  # violations the run opened
-    opened_total: int = 0
+    open_violations: list[dict[str, Any]] = field(default_factory=list)  # after the run
+    open_total: int = 0
 
 
 @dataclass
@@ -198,8 +198,8 @@ class HtmlData:
     series: dict[str, list[float | None]]  # app -> active % per series run (None: no answer)
     changes: list[dict[str, Any]] = field(default_factory=list)
     changes_truncated: bool = False
-    violations_opened: list[dict[str, Any]] = field(default_factory=list)
-    violations_opened_total: int = 0
+    open_violations: list[dict[str, Any]] = field(default_factory=list)
+    open_total: int = 0
     newly_seen: int = 0
     digests: dict[int, str] = field(default_factory=dict)  # run id -> hash-chain digest
 
@@ -246,13 +246,13 @@ async def report_of(conn: AsyncConnection, run: str | int | None) -> Report:
     counts = await checks.app_status_counts(conn, [run_id] + ([previous] if previous else []))
     before = counts.get(previous, {}) if previous else {}
     judged = await violation_store.per_app_of_run(conn, run_id)
-    opened = await violation_store.opened_by_run(conn, run_id, VIOLATION_LIST_LIMIT)
+    still_open = await violation_store.open_after_run(conn, run_id, VIOLATION_LIST_LIMIT)
     return Report(
         run_id,
         previous,
         report_rows(run_id, previous, counts[run_id], before, judged),
-        opened,
-        sum(per_app["opened"] for per_app in judged.values()),
+        still_open,
+        sum(per_app["open"] for per_app in judged.values()),
     )
 
 
@@ -295,8 +295,8 @@ async def html_data(
         series=series,
         changes=flips,
         changes_truncated=truncated,
-        violations_opened=rep.opened,
-        violations_opened_total=rep.opened_total,
+        open_violations=rep.open_violations,
+        open_total=rep.open_total,
         newly_seen=newly_seen,
         digests=digests,
     )

@@ -413,14 +413,16 @@ async def per_app_of_run(conn: AsyncConnection, run_id: int) -> dict[str, dict[s
     }
 
 
-async def opened_by_run(conn: AsyncConnection, run_id: int, limit: int) -> list[dict[str, Any]]:
-    """The violations run `run_id` opened (most severe first), at most `limit`."""
+async def open_after_run(conn: AsyncConnection, run_id: int, limit: int) -> list[dict[str, Any]]:
+    """The violations open just after run `run_id` (most severe, then newest first), at
+    most `limit`."""
+    v = audit_violation.c
     columns = [audit_violation.c[name] for name in VIOLATION_COLUMNS]
-    rank = case(SEVERITY_RANK, value=audit_violation.c.severity, else_=0)
+    rank = case(SEVERITY_RANK, value=v.severity, else_=0)
     stmt = (
         select(*columns)
-        .where(audit_violation.c.opened_run_id == run_id)
-        .order_by(rank.desc(), audit_violation.c.app_id, audit_violation.c.user_id)
+        .where(v.opened_run_id <= run_id, v.is_open.is_not(None) | (v.resolved_run_id > run_id))
+        .order_by(rank.desc(), v.id.desc())
         .limit(limit)
     )
     return [dict(row) for row in (await conn.execute(stmt)).mappings()]

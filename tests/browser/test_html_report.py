@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from helpers import cli_env, run_cli, write_config
-from reporting_scenario import build_scenario
+from reporting_scenario import build_scenario, scenario_pairs
 
 pytestmark = pytest.mark.timeout(90)
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -58,7 +58,9 @@ async def test_report_renders_in_chromium(tmp_path: Path) -> None:
     config = write_config(tmp_path / "audit-job.toml", {"database": {"url": url}})
     done = run_cli("--config", str(config), "db", "upgrade", env=cli_env())
     assert done.returncode == 0, done.stderr
-    scenario = await build_scenario(url, tmp_path)
+    pairs = scenario_pairs()
+    violating = (pairs[6], pairs[10])  # active in both runs, expected inactive
+    scenario = await build_scenario(url, tmp_path, expect_inactive=violating)
     page = tmp_path / "report.html"
     made = run_cli("--config", str(config), "report", "--html", str(page), env=cli_env())
     assert made.returncode == 0, made.stderr
@@ -78,6 +80,13 @@ async def test_report_renders_in_chromium(tmp_path: Path) -> None:
     assert changes.group(0).count("<tr>") == 1 + len(scenario.flipped) + len(scenario.gone)
     for _app_id, user_id in scenario.flipped:
         assert f"<td>{user_id}</td>" in changes.group(0)
+    violations = re.search(r'<table id="violations">.*?</table>', html, re.S)
+    assert violations and violations.group(0).count("<tr>") == 1 + len(violating)
+    for app_id, user_id in violating:
+        assert f"<td>{app_id}</td><td>{user_id}</td><td>inactive</td><td>active</td>" in (
+            violations.group(0)
+        )
+    assert "2 open: answers that contradict the expected state; this run opened 0" in html
 
     shot = tmp_path / "report.png"
     taken = headless(

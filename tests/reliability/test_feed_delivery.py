@@ -86,7 +86,25 @@ async def test_runs_deliver_exactly_the_events_the_tables_imply_each_once(
             summaries.append(json.loads(result.stdout))
         feed = await feed_rows(db_url)
         implied = await implied_events(db_url)
+        report = cli(config, "report", "--format", "json", env=env)
     assert Counter(feed.values()) == implied, "the feed is not what the tables imply"
+    # `report`: each app's violations after the last run, and what that run changed
+    last = summaries[-1]["run_id"]
+    open_now = dict(
+        await query(
+            db_url,
+            "SELECT app_id, COUNT(*) FROM audit_violation WHERE is_open IS NOT NULL "
+            "GROUP BY app_id",
+        )
+    )
+    for row in map(json.loads, report.stdout.splitlines()):
+        app = row["app_id"]
+        changed = Counter(k[0] for k in implied if k[1] == last and k[2] == app)
+        assert (
+            row["violations_open"],
+            row["violations_opened"],
+            row["violations_resolved"],
+        ) == (open_now.get(app, 0), changed["violation.opened"], changed["violation.resolved"])
     assert types_of(implied) >= {
         "session.activated",
         "session.deactivated",
