@@ -270,3 +270,67 @@ async def test_the_sinks_listing_and_pending_counts(
         rows["siem"]["pending"] == 3 and rows["all"]["cursor"] == 0 and not rows["all"]["failing"]
     )
     assert rows["siem"]["target"] == receiver.url
+
+
+async def test_the_readme_receiver_snippet_verifies_a_real_delivery(
+    engine: AsyncEngine, db_url: str
+) -> None:
+    """The README's `verify` as a receiver's handler (an aiohttp server on loopback): it
+    accepts every batch the deliverer sends, returns the events, and refuses a tampered
+    body, a wrong secret and a stale timestamp."""
+    import re
+
+    from aiohttp import web
+    from helpers import ROOT
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    snippet = re.search(r"```python\n(import base64, hashlib.*?)```", readme, re.S)
+    assert snippet, "the verification snippet is missing from the README"
+    namespace: dict[str, Any] = {}
+    exec(snippet.group(1), namespace)  # the README's own code, as a reader would paste it
+    verify = namespace["verify"]
+    secret, seen, refused = new_secret(), [], []
+    captured: list[tuple[dict[str, str], bytes]] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        body = await request.read()
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        captured.append((headers, body))
+        try:
+            seen.extend(event["id"] for event in verify(secret, headers, body))
+        except ValueError as exc:
+            refused.append(str(exc))
+            return web.Response(status=401)
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hooks", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        await append(engine, 12)
+        hook = {
+            "name": "readme",
+            "type": "webhook",
+            "url": f"http://127.0.0.1:{port}/hooks",
+            "secret_env": "SECRET_README",
+            "batch_size": 5,
+        }
+        settings = settings_for(db_url, hook)
+        async with deliverer(engine, settings, {"SECRET_README": secret}) as d:
+            (report,) = await d.drain_once()
+    finally:
+        await runner.cleanup()
+    assert (report.outcome, report.delivered, refused) == ("drained", 12, [])
+    assert seen == await table_ids(engine) and len(captured) == 3
+    headers, body = captured[0]
+    for bad_secret, bad_headers, bad_body, problem in (
+        (secret, headers, body + b" ", "no valid signature"),
+        (new_secret(), headers, body, "no valid signature"),
+        (secret, {**headers, "webhook-timestamp": str(int(time.time()) - 3600)}, body, "too old"),
+    ):
+        with pytest.raises(ValueError, match=problem):
+            verify(bad_secret, bad_headers, bad_body)
