@@ -143,7 +143,9 @@ def register(app: typer.Typer) -> None:
         no_progress: bool = typer.Option(False, "--no-progress", help="log lines instead of a bar"),
         as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
     ) -> None:
-        """Check every enabled pair once and record the answers.
+        """Check every enabled pair once and record the answers. With [[sink]] blocks
+        configured, the run's events are delivered while it goes and, for at most
+        [events] drain_seconds, after its last answer.
 
         Exit codes: 0 succeeded, 3 completed with per-pair errors, 1 failed,
         130 interrupted (resumable with --resume)."""

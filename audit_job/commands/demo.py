@@ -79,15 +79,14 @@ def _flipped(run_number: int, app_id: str, user_id: str) -> bool:
     return int.from_bytes(digest.digest(), "big") < FLIP_SHARE * 2**64
 
 
-def expected_inactive(pairs: list[tuple[str, str]], run_number: int) -> list[tuple[str, str]]:
-    """A few pairs that have a session in this demo run, one per app: the demo expects
-    them `inactive`, so each run finds them in violation."""
+def expected_inactive(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """A few pairs that have a session (and keep it: they never flip), one per app: the
+    demo expects them `inactive`, so its runs find them in violation."""
     chosen: dict[str, tuple[str, str]] = {}
     for app, user in pairs:
         if app in chosen or app.startswith("missing-") or user.startswith("missing-"):
             continue
-        flipped = bool(run_number) and _flipped(run_number, app, user)
-        if hashed_active(app, user, DEMO_SEED, ACTIVE_SHARE) != flipped:
+        if hashed_active(app, user, DEMO_SEED, ACTIVE_SHARE):
             chosen[app] = (app, user)
         if len(chosen) == EXPECTED_INACTIVE:
             break
@@ -97,8 +96,11 @@ def expected_inactive(pairs: list[tuple[str, str]], run_number: int) -> list[tup
 def _write_truth(path: Path, pairs: list[tuple[str, str]], run_number: int) -> None:
     """Override the emulator's hashed truth for the pairs that flip in this demo run."""
     lines = ["app_id,user_id,active"]
+    steady = set(expected_inactive(pairs))
     real = [
-        (a, u) for a, u in pairs if not a.startswith("missing-") and not u.startswith("missing-")
+        (a, u)
+        for a, u in pairs
+        if not a.startswith("missing-") and not u.startswith("missing-") and (a, u) not in steady
     ]
     for app, user in real:
         if run_number and _flipped(run_number, app, user):
@@ -125,7 +127,7 @@ async def run_demo(
             runs_so_far = (
                 await conn.execute(select(func.count()).select_from(audit_run))
             ).scalar_one()
-            for app, user in expected_inactive(pairs, int(runs_so_far)):
+            for app, user in expected_inactive(pairs):
                 await target_store.set_expect(conn, app, user, Expect.INACTIVE.value)
     events = events_file(database)
     with tempfile.TemporaryDirectory(prefix="audit-job-demo-") as tmp:

@@ -1,10 +1,12 @@
 """`audit-job demo` as a real subprocess in a fresh directory: it finishes, prints the
 per-app table, writes demo.db whose answers are the emulator's truth, and a second demo
-adds a second run in which a few sessions flipped."""
+adds a second run in which a few sessions flipped. The pairs it expects inactive are in
+violation, and its events are in the JSON lines file it names, each once."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +14,24 @@ import pytest
 from helpers import run_cli
 from sqlalchemy import select
 
-from audit_job.commands.demo import ACTIVE_SHARE, DEMO_APPS, DEMO_SEED, _flipped, demo_pairs
+from audit_job.commands.demo import (
+    ACTIVE_SHARE,
+    DEMO_APPS,
+    DEMO_SEED,
+    EXPECTED_INACTIVE,
+    _flipped,
+    demo_pairs,
+    expected_inactive,
+)
 from audit_job.emulator import hashed_active
 from audit_job.store.engine import opened
-from audit_job.store.tables import audit_run, session_check, session_state
+from audit_job.store.tables import (
+    audit_event,
+    audit_run,
+    audit_violation,
+    session_check,
+    session_state,
+)
 
 
 def read(database: Path, table: Any) -> list[Any]:
@@ -31,10 +47,12 @@ def expected_active(run_number: int, app_id: str, user_id: str) -> bool | None:
     if app_id.startswith("missing-") or user_id.startswith("missing-"):
         return None
     active = hashed_active(app_id, user_id, DEMO_SEED, ACTIVE_SHARE)
+    if (app_id, user_id) in set(expected_inactive(demo_pairs(3000))):
+        return active  # the pairs in violation keep their session
     return not active if run_number and _flipped(run_number, app_id, user_id) else active
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(150)  # two demos of 3,005 pairs on a loaded machine
 def test_demo_in_a_fresh_directory_runs_reports_and_runs_again(tmp_path: Path) -> None:
     first = run_cli("demo", "--no-progress", cwd=tmp_path, timeout=80)
     assert first.returncode == 0, first.stderr
@@ -76,3 +94,23 @@ def test_demo_in_a_fresh_directory_runs_reports_and_runs_again(tmp_path: Path) -
     for pair, state in states.items():
         assert state.run_id == 2 and state.active is expected_active(1, *pair)
         assert (state.changed_at == state.checked_at) is (pair in flipped), pair
+
+    # violations: the pairs expected inactive, opened by the first run, still open
+    steady = set(expected_inactive(demo_pairs(3000)))
+    assert len(steady) == EXPECTED_INACTIVE and all(expected_active(1, *p) for p in steady)
+    violations = read(database, audit_violation)
+    assert {(v.app_id, v.user_id, v.opened_run_id, v.resolved_run_id) for v in violations} == {
+        (*p, 1, None) for p in steady
+    }
+    assert f"violations: {EXPECTED_INACTIVE} opened, 0 resolved by this run" in first.stdout
+    assert f"violations open after run 2 ({EXPECTED_INACTIVE})" in second.stdout
+    for app, user in steady:
+        assert user in second.stdout
+    # the events: in the file the demo names, each once, as in the feed
+    events_file = tmp_path / "demo.events.jsonl"
+    assert f"events written to {events_file}" in second.stdout
+    lines = [json.loads(line) for line in events_file.read_text().splitlines()]
+    feed = read(database, audit_event)
+    assert [e["id"] for e in lines] == sorted(e.id for e in feed)
+    kinds = {e["type"] for e in lines}
+    assert {"violation.opened", "run.finished", "session.activated"} <= kinds
