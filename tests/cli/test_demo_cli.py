@@ -104,7 +104,7 @@ def test_demo_in_a_fresh_directory_runs_reports_and_runs_again(tmp_path: Path) -
     }
     assert f"violations: {EXPECTED_INACTIVE} opened, 0 resolved by this run" in first.stdout
     assert f"violations open after run 2 ({EXPECTED_INACTIVE})" in second.stdout
-    for app, user in steady:
+    for _app, user in steady:
         assert user in second.stdout
     # the events: in the file the demo names, each once, as in the feed
     events_file = tmp_path / "demo.events.jsonl"
