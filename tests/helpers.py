@@ -11,6 +11,19 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def readme_verify() -> Any:
+    """The README's webhook `verify` function, executed from the README's own text as a
+    reader would paste it."""
+    import re
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    snippet = re.search(r"```python\n(import base64, hashlib.*?)```", readme, re.S)
+    assert snippet, "the verification snippet is missing from the README"
+    namespace: dict[str, Any] = {}
+    exec(snippet.group(1), namespace)
+    return namespace["verify"]
+
+
 def toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"

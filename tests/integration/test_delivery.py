@@ -278,17 +278,10 @@ async def test_the_readme_receiver_snippet_verifies_a_real_delivery(
     """The README's `verify` as a receiver's handler (an aiohttp server on loopback): it
     accepts every batch the deliverer sends, returns the events, and refuses a tampered
     body, a wrong secret and a stale timestamp."""
-    import re
-
     from aiohttp import web
-    from helpers import ROOT
+    from helpers import readme_verify
 
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    snippet = re.search(r"```python\n(import base64, hashlib.*?)```", readme, re.S)
-    assert snippet, "the verification snippet is missing from the README"
-    namespace: dict[str, Any] = {}
-    exec(snippet.group(1), namespace)  # the README's own code, as a reader would paste it
-    verify = namespace["verify"]
+    verify = readme_verify()
     secret, seen, refused = new_secret(), [], []
     captured: list[tuple[dict[str, str], bytes]] = []
 

@@ -10,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
 from receiver import Receiver
 from relsupport import (
     DEFAULT_ACCESS_KEY_ID,
@@ -45,6 +46,9 @@ def move_truth(emulator: EmulatorThread, seed: int) -> None:
     emulator._call(configure())
 
 
+SQLITE_PG = pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.pg)]
+)
 Key = tuple[str, int | None, str | None, str | None]  # type, run, app, user
 
 

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 from feedsupport import (
+    SQLITE_PG,
     base_sections,
     check_received,
     cli,
@@ -35,9 +35,6 @@ from relsupport import EmulatorThread, Processes, query
 from audit_job.store import events
 from audit_job.store.engine import create_engine
 
-SQLITE_PG = pytest.mark.parametrize(
-    "backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.pg)]
-)
 BACKLOG = 150
 BACKLOG_KEY = ("slot.missed", None, None, None)  # no real slot event lacks its run row
 

@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 from feedsupport import (
+    SQLITE_PG,
     base_sections,
     check_received,
     cli,
@@ -40,10 +41,6 @@ from feedsupport import (
 )
 from receiver import ReceiverThread, new_secret
 from relsupport import EmulatorThread, Processes, query
-
-SQLITE_PG = pytest.mark.parametrize(
-    "backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.pg)]
-)
 
 
 async def progress(db_url: str, hook: Any) -> int:

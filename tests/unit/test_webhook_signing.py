@@ -111,16 +111,9 @@ def test_load_key_errors_are_one_line_config_errors() -> None:
 
 
 def test_the_readme_verification_snippet_verifies_our_deliveries() -> None:
-    import re
+    from helpers import readme_verify
 
-    from helpers import ROOT
-
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    snippet = re.search(r"```python\n(import base64, hashlib.*?)```", readme, re.S)
-    assert snippet, "the verification snippet is missing from the README"
-    namespace: dict[str, object] = {}
-    exec(snippet.group(1), namespace)  # the README's own code, as a reader would paste it
-    verify = namespace["verify"]
+    verify = readme_verify()
     batch = rows(7, 8)
     body = envelope.batch_body(batch)
     headers = signing.headers(
