@@ -18,10 +18,11 @@ from typing import Any
 import pytest
 from feedcheck import answers_of, as_implied, feed, fetch, implied_events, payload
 from pydantic import SecretStr
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from audit_job.commands import run as service
+from audit_job.commands.run.snapshot import take_snapshot
 from audit_job.config import (
     AuditSettings,
     AuthingSettings,
@@ -29,6 +30,7 @@ from audit_job.config import (
     LoadedConfig,
     PolicySettings,
     Settings,
+    SourceSettings,
 )
 from audit_job.emulator import Emulator, EmulatorOptions, truth
 from audit_job.models import CheckResult, CheckStatus, RunStatus
@@ -388,3 +390,58 @@ async def test_slot_rows_emit_their_events_once(db_url: str) -> None:
     }
     assert payload(got[1])["missed_count"] == 3
     assert payload(got[1])["missed_first"] == event_store.iso(slot + timedelta(minutes=1))
+
+
+# -- where a pair's own expectation comes from -----------------------------------------------
+
+
+async def test_a_source_querys_expect_column_is_each_pairs_own_expectation(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    rows = [("src", "u1", "inactive"), ("src", "u2", " Active "), ("src", "u3", None)]
+    rows += [("src", "u4", ""), ("src", "u5", "maybe")]  # empty: none; a wrong value: skipped
+    async with opened(db_url) as engine:
+        async with engine.begin() as conn:
+            await conn.execute(
+                text("CREATE TABLE people (app VARCHAR(32), uid VARCHAR(32), want VARCHAR(16))")
+            )
+            await conn.execute(
+                text("INSERT INTO people (app, uid, want) VALUES (:a, :u, :w)"),
+                [{"a": a, "u": u, "w": w} for a, u, w in rows],
+            )
+            run_id = await runs.create_run(conn, trigger="manual")
+        settings = Settings(
+            database=DatabaseSettings(url=db_url),
+            source=SourceSettings(
+                query="SELECT app AS app_id, uid AS user_id, want AS expect FROM people"
+            ),
+        )
+        await take_snapshot(engine, run_id, settings, None, None)
+    checks = await fetch(db_url, select(session_check).where(session_check.c.run_id == run_id))
+    assert {r.user_id: r.expect for r in checks} == {
+        "u1": "inactive",
+        "u2": "active",
+        "u3": None,
+        "u4": None,
+    }
+    assert "row 5 skipped: expect must be any, active or inactive" in caplog.text
+
+
+async def test_the_snapshot_keeps_each_targets_expectation_as_it_was(db_url: str) -> None:
+    async with opened(db_url) as engine:
+        async with engine.begin() as conn:
+            await target_store.save_batch(conn, [("app", u, None) for u in USERS])
+            await target_store.set_expect(conn, "app", "u1", "inactive")
+            await target_store.set_expect(conn, "app", "u2", "active")
+            run_id = await runs.create_run(conn, trigger="manual")
+            await snapshot.snapshot_targets(conn, run_id, None, None)
+            await target_store.set_expect(conn, "app", None, "inactive")  # later: not this run
+        async with engine.connect() as conn:
+            claimed = await bulk.pending_rows(conn, run_id, 0, None)
+    assert {user: expect for _id, _app, user, expect in claimed} == {
+        "u1": "inactive",
+        "u2": "active",
+        "u3": None,
+        "u4": None,
+        "u5": None,
+    }
