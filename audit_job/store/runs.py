@@ -180,24 +180,12 @@ async def finish_run(
 ) -> dict[str, int]:
     """Close the run with its final totals (`counts`: status_counts read in this same
     transaction), and append `run.finished` / `run.failed` in it when this is what ends
-    the run. The run's row is locked first, so of several processes closing one run the
-    first appends the event and the others, finding the status already set, none (a
-    failed run that is resumed and finishes ends again: `run.finished` then)."""
-    before = (
-        await conn.execute(
-            select(
-                audit_run.c.status,
-                audit_run.c.trigger,
-                audit_run.c.started_at,
-                audit_run.c.retries,
-                audit_run.c.throttled,
-            )
-            .where(audit_run.c.id == run_id)
-            .with_for_update()
-        )
-    ).one()
+    the run. Whether it is, the UPDATE itself says (`status <> :new`, under the row lock
+    it takes): of several processes closing one run with the same status, only the first
+    appends the event (a failed run that is resumed and finishes ends again, with
+    `run.finished`)."""
     now = utcnow()
-    await conn.execute(
+    close = (
         update(audit_run)
         .where(audit_run.c.id == run_id)
         .values(
@@ -211,16 +199,28 @@ async def finish_run(
             message=message,
         )
     )
-    if status in ENDED and before.status != status.value:
+    changed = await conn.execute(close.where(audit_run.c.status != status.value))
+    if changed.rowcount != 1:
+        await conn.execute(close)  # closed with this status already: the totals, again
+        return counts
+    if status in ENDED:
+        run = audit_run.c
+        row = (
+            await conn.execute(
+                select(run.trigger, run.started_at, run.retries, run.throttled).where(
+                    run.id == run_id
+                )
+            )
+        ).one()
         event = events.run_ended(
             run_id=run_id,
             status=status.value,
-            trigger=before.trigger,
-            started_at=before.started_at,
+            trigger=row.trigger,
+            started_at=row.started_at,
             finished_at=now,
             counts=counts,
-            retries=before.retries,
-            throttled=before.throttled,
+            retries=row.retries,
+            throttled=row.throttled,
             message=message,
             open_violations=await violations.count_open(conn),
         )

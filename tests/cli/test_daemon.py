@@ -23,6 +23,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from feedcheck import feed, payload
 from helpers import cli_env, write_config
 from pgsupport import server_backends
 from sqlalchemy import func, select
@@ -215,6 +216,23 @@ def assert_never_two_at_once(runs: list[Any]) -> None:
         assert start >= end, spans
 
 
+async def assert_feed_matches_runs(url: str) -> None:
+    """Each slot row has its slot event, each ended run its run event, each once, and
+    the feed holds no other slot or run event."""
+    runs = await rows(url)
+    got = [e for e in await feed(url) if e.type.startswith(("slot.", "run."))]
+    expected = sorted(
+        [("slot.skipped", r.id, None) for r in runs if r.status == "skipped_overlap"]
+        + [("slot.missed", r.id, r.missed_count) for r in runs if r.status == "missed"]
+        + [("run.finished", r.id, None) for r in runs if r.status == "succeeded"]
+    )
+    events = [
+        (e.type, e.run_id, payload(e).get("missed_count") if e.type == "slot.missed" else None)
+        for e in got
+    ]
+    assert sorted(events) == expected
+
+
 def metric(text: str, name: str, labels: str = "") -> float:
     for line in text.splitlines():
         if line.startswith(name + labels + " "):
@@ -329,6 +347,7 @@ async def test_overlap_is_skipped_and_a_stopped_daemon_records_missed_slots_then
         assert next(r for r in runs if r.id == run_id).status == "succeeded"
     assert_every_slot_once(runs)
     assert_never_two_at_once(runs)
+    await assert_feed_matches_runs(db_url)
 
 
 async def scheduler_runs_without_a_slot(url: str) -> list[int]:
@@ -397,6 +416,7 @@ async def test_after_a_downtime_the_catch_up_run_names_the_latest_missed_slot(
     assert all(r.started_at >= restarted_at for r in later)
     assert_every_slot_once(runs, step=2.0)
     assert_never_two_at_once(runs)
+    await assert_feed_matches_runs(db_url)
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])

@@ -1,7 +1,8 @@
 """The rows of schedule slots that run no audit (`skipped_overlap`, `missed`).
 
 Each is written in its own transaction under the fence (a node that no longer leads
-writes nothing) and at most once per slot (`scheduled_for` is unique: a slot another
+writes nothing), with its event (`slot.skipped`, `slot.missed`: store/leader.record_slot),
+and at most once per slot (`scheduled_for` is unique: a slot another
 node accounted for already is left alone). A written row moves the slot counters of
 /metrics and logs one line.
 
