@@ -67,9 +67,7 @@ def _event_table(types: tuple[str, ...]) -> sa.Table:
 def _event_types(types: tuple[str, ...]) -> None:
     if op.get_context().dialect.name == "sqlite":
         # Rebuilt from the definition with the new CHECK: rows are copied, ids kept.
-        with op.batch_alter_table(
-            "audit_event", recreate="always", copy_from=_event_table(types)
-        ):
+        with op.batch_alter_table("audit_event", recreate="always", copy_from=_event_table(types)):
             pass
         return
     # 0006 left the constraint under a name that differs by backend (MariaDB applied the
