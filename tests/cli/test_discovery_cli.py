@@ -198,7 +198,7 @@ async def seed_violations(url: str, emu: Emulator, count: int) -> list[tuple[str
     pairs: list[tuple[str, str]] = []
     for index in range(1, emu.directory.count + 1):
         user = directory_user(index)
-        if emu.verdict("app-001", user).active:
+        if emu.verdict("app-001", user) == "active":
             pairs.append(("app-001", user))
         if len(pairs) == count:
             break
@@ -227,7 +227,7 @@ async def test_kick_dry_run_then_apply_resolves_through_the_recheck(
     done = await cli(tmp_path, "-c", cfg, "kick", "--violations", "--apply", "--yes")
     assert done.code == 0, done.out + done.err
     assert emulator.stats()["kicks_per_user"] == {u: 1 for _, u in pairs}
-    assert all(not emulator.verdict(a, u).active for a, u in pairs)
+    assert all(emulator.verdict(a, u) == "inactive" for a, u in pairs)
     rows = await fetch(db_url, select(remediation))
     assert {(r.state, r.recheck_active) for r in rows} == {("kicked", False)}
     assert all(r.request_id and ":" in r.actor and r.os_user for r in rows)
