@@ -39,6 +39,7 @@ class DaemonMetrics(Collector):
         self.runs: dict[str, int] = {}
         self.missed_slots = 0
         self.skipped_slots = 0
+        self.remediations: dict[str, int] = {}  # kicked users by outcome: applied, failed
         self.leader = False
         self.epoch = 0
         self.last_success_at: float | None = None
@@ -126,6 +127,12 @@ class DaemonMetrics(Collector):
             "audit_job_skipped_slots",
             "Schedule slots recorded as skipped_overlap.",
             self.skipped_slots,
+        )
+        yield _counter(
+            "audit_job_remediations",
+            "Users kicked by [remediation] auto, by outcome (applied, failed).",
+            "outcome",
+            {"applied": 0, "failed": 0, **self.remediations},
         )
         handle = self.handle
         yield _gauge(

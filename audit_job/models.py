@@ -35,6 +35,7 @@ class RunTrigger(StrEnum):
     MANUAL = "manual"
     SCHEDULE = "schedule"
     DEMO = "demo"
+    REMEDIATION = "remediation"  # the re-check after `audit-job kick --apply`
 
 
 class AnswerKind(StrEnum):
@@ -134,3 +135,5 @@ class EventType(StrEnum):
     RUN_FAILED = "run.failed"
     SLOT_MISSED = "slot.missed"
     SLOT_SKIPPED = "slot.skipped"
+    REMEDIATION_APPLIED = "remediation.applied"
+    REMEDIATION_FAILED = "remediation.failed"

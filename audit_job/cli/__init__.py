@@ -15,7 +15,7 @@ from enum import StrEnum
 import typer
 
 from audit_job import __version__, logs
-from audit_job.cli import admin, check, daemon, demo, emulator, report, run, targets
+from audit_job.cli import admin, check, daemon, demo, emulator, kick, report, run, targets
 from audit_job.cli import events as events_cli
 from audit_job.cli import evidence as evidence_cli
 from audit_job.cli import violations as violations_cli
@@ -71,6 +71,7 @@ for family in (
     daemon,
     events_cli,
     violations_cli,
+    kick,
 ):
     family.register(app)
 evidence_cli.register(app)  # evidence bundles, keygen, verify

@@ -9,6 +9,7 @@ import sys
 
 import typer
 
+from audit_job.cli import discovery
 from audit_job.cli.common import exit_with, loaded_config, run_async, stdout_is_terminal
 from audit_job.errors import EXIT_ITEM_ERRORS, ConfigError
 from audit_job.render import Format, write_rows, write_rows_async
@@ -35,6 +36,7 @@ def default_format(fmt: Format | None) -> Format:
 def register(app: typer.Typer) -> None:
     targets = typer.Typer(help="Manage the user/app pairs to audit (table audit_target).")
     app.add_typer(targets, name="targets")
+    discovery.register(targets)  # discover, sync --from authing
 
     @targets.command("import")
     def import_(

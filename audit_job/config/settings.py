@@ -18,6 +18,7 @@ from pydantic import (
     model_validator,
 )
 
+from audit_job.config.discovery import DiscoverySettings, RemediationSettings
 from audit_job.config.policies import PolicySettings
 from audit_job.config.sinks import EventsSettings, SinkSettings
 
@@ -215,3 +216,5 @@ class Settings(BaseModel):
         return sinks
 
     evidence: EvidenceSettings = EvidenceSettings()
+    discovery: DiscoverySettings = DiscoverySettings()
+    remediation: RemediationSettings = RemediationSettings()

@@ -27,16 +27,18 @@ async def record_answers(
     *,
     now: datetime | None = None,
     maybe_open: bool = True,
+    resolution: str = violations.RESOLVED_BY_CHECK,
 ) -> int:
     """Flip events, then opened and resolved violations with their events, for a batch's
     final answers (error answers are skipped). Returns how many events were appended
-    (flip counts are the driver's rowcount). `maybe_open`: see violations.judge."""
+    (flip counts are the driver's rowcount). `maybe_open`, `resolution`: see
+    violations.judge."""
     conclusive = [a for a in answers if a.active is not None]
     if not conclusive:
         return 0
     now = now or utcnow()
     appended = max(0, await events.append_flips(conn, conclusive, now=now))
-    judged = await violations.judge(conn, conclusive, maybe_open=maybe_open)
+    judged = await violations.judge(conn, conclusive, maybe_open=maybe_open, resolution=resolution)
     appended += await events.append(conn, judged, now=now)
     return appended
 

@@ -46,11 +46,13 @@ class Judging:
 
     `own_source`: what a pair's own expectation is called (`target`, or `source` for a
     `[source] query` run). `maybe_open`: whether a violation was open when the run started
-    (violations.judge); True is always safe."""
+    (violations.judge); True is always safe. `resolution`: what resolves a violation
+    (`recheck` after a kick)."""
 
     policies: PolicySet = field(default_factory=PolicySet)
     own_source: str = "target"
     maybe_open: bool = True
+    resolution: str = violations.RESOLVED_BY_CHECK
 
 
 def _bounded(value: int | None, limit: int) -> int | None:
@@ -142,7 +144,10 @@ async def write_results(
     # The feed compares with session_state as it was before this batch: first.
     judging = judging or Judging()
     appended = await outbox.record_answers(
-        conn, judged(run_id, conclusive, judging), maybe_open=judging.maybe_open
+        conn,
+        judged(run_id, conclusive, judging),
+        maybe_open=judging.maybe_open,
+        resolution=judging.resolution,
     )
     if states:
         if bulk_path:

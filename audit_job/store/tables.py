@@ -280,3 +280,59 @@ audit_chain = Table(
     Column("sealed_at", UtcDateTime, nullable=False),
     Index(None, "run_id"),
 )
+
+
+# -- discovery and remediation (commands/discover.py, commands/kick.py) ----------------------
+
+# Where a discovery scan stands: per listing (`users`, `logged-in:APP`), the last page whose
+# rows were committed with it, so a killed scan resumes there instead of at page 1. `spec`
+# is the scan's options as JSON; a scan with other options starts over.
+discovery_cursor = Table(
+    "discovery_cursor",
+    metadata,
+    Column("scan", String(64), nullable=False),
+    Column("listing", String(300), nullable=False),
+    Column("spec", Text, nullable=False),
+    Column("page", Integer, nullable=False),
+    Column("done", Boolean, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    PrimaryKeyConstraint("scan", "listing"),
+)
+
+# What a sync scan saw in Authing, until its diff is applied: pairs it proposes (app_id set)
+# and users that exist (app_id empty), so the diff is SQL over any number of users.
+discovery_seen = Table(
+    "discovery_seen",
+    metadata,
+    Column("scan", String(64), nullable=False),
+    Column("app_id", String(ID_LENGTH), nullable=False),
+    Column("user_id", String(ID_LENGTH), nullable=False),
+    PrimaryKeyConstraint("scan", "app_id", "user_id"),
+)
+
+# One row per pair of a kick plan: intent (`sent`) committed before the kick-users call,
+# outcome (`kicked` / `failed`) after, and the re-check that says whether the session is gone.
+remediation = Table(
+    "remediation",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("plan_id", String(32), nullable=False),
+    Column("violation_id", BigId),
+    Column("app_id", String(ID_LENGTH), nullable=False),
+    Column("user_id", String(ID_LENGTH), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("planned_at", UtcDateTime, nullable=False),
+    Column("sent_at", UtcDateTime),
+    Column("finished_at", UtcDateTime),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("request_id", String(REQUEST_ID_LENGTH)),
+    Column("message", String(MESSAGE_LENGTH)),
+    Column("actor", String(255), nullable=False),  # host:pid of the process that acted
+    Column("os_user", String(128), nullable=False),
+    Column("recheck_active", Boolean),
+    Column("rechecked_at", UtcDateTime),
+    Column("recheck_run_id", Integer),
+    CheckConstraint(_one_of("state", ["planned", "sent", "kicked", "failed"]), name="state"),
+    Index(None, "plan_id", "state"),
+    Index(None, "violation_id"),
+)

@@ -180,20 +180,25 @@ _RESOLVE = (
         is_open=None,
         resolved_at=bindparam("b_at"),
         resolved_run_id=bindparam("b_run"),
-        resolution=RESOLVED_BY_CHECK,
+        resolution=bindparam("b_resolution"),
     )
 )
 
 
 async def judge(
-    conn: AsyncConnection, answers: Sequence[JudgedAnswer], *, maybe_open: bool = True
+    conn: AsyncConnection,
+    answers: Sequence[JudgedAnswer],
+    *,
+    maybe_open: bool = True,
+    resolution: str = RESOLVED_BY_CHECK,
 ) -> list[NewEvent]:
     """Open and resolve violations for a batch (module docstring); the events to append,
     resolutions first, each group in pair order.
 
     `maybe_open=False` says that none of these pairs can have an open violation (the run
     found none open when it started: a pair is answered once per run, so none of its
-    pairs can have gained one since); a batch with no contradiction then costs nothing."""
+    pairs can have gained one since); a batch with no contradiction then costs nothing.
+    `resolution`: what resolved them (`check`, or `recheck` after a kick)."""
     rows = _latest(answers)
     if not rows:
         return []
@@ -224,9 +229,12 @@ async def judge(
         to_resolve.sort(key=lambda item: (item[1].app_id, item[1].user_id))
         await conn.execute(
             _RESOLVE,
-            [{"b_id": v.id, "b_at": a.checked_at, "b_run": a.run_id} for v, a in to_resolve],
+            [
+                {"b_id": v.id, "b_at": a.checked_at, "b_run": a.run_id, "b_resolution": resolution}
+                for v, a in to_resolve
+            ],
         )
-        events += [_resolved_event(v, a) for v, a in to_resolve]
+        events += [_resolved_event(v, a, resolution) for v, a in to_resolve]
     if to_open:
         to_open.sort(key=lambda a: (a.app_id, a.user_id))
         events += await _open(conn, to_open)
@@ -289,7 +297,9 @@ def _opened_event(violation_id: int, answer: JudgedAnswer) -> NewEvent:
     )
 
 
-def _resolved_event(violation: OpenViolation, answer: JudgedAnswer) -> NewEvent:
+def _resolved_event(
+    violation: OpenViolation, answer: JudgedAnswer, resolution: str = RESOLVED_BY_CHECK
+) -> NewEvent:
     data = {
         "violation_id": violation.id,
         "expected": violation.expected,
@@ -299,7 +309,7 @@ def _resolved_event(violation: OpenViolation, answer: JudgedAnswer) -> NewEvent:
         "opened_at": iso(violation.opened_at),
         "opened_run_id": violation.opened_run_id,
         "resolved_at": iso(answer.checked_at),
-        "resolution": RESOLVED_BY_CHECK,
+        "resolution": resolution,
         "active": answer.active,
         "expect": answer.expect,
     }

@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from audit_job.commands.daemon import remediation
 from audit_job.commands.daemon.rows import SlotRow, SlotRows
 from audit_job.commands.prune import prune_with_events
 from audit_job.commands.run import RunRequest, RunSummary, execute
@@ -96,8 +97,12 @@ class Runner:
                     self._request(resume_run_id=run_id, epoch=epoch, fence=fence),
                 )
         if slot is not None and self.holds(epoch):
+            if settings.discovery.sync_before_run:
+                await remediation.sync_first(self.config())
             request = self._request(scheduled_for=slot, epoch=epoch, fence=fence)
             await self._run(epoch, request, slot, token)
+            if settings.remediation.auto and self.holds(epoch):
+                await remediation.kick_after(self.config(), self.metrics)
         if settings.retention.keep_days and self.holds(epoch):
             await self._prune(settings.retention.keep_days)
 

@@ -142,6 +142,13 @@ class Daemon:
                 self.schedule.next_fire(),
                 extra={"event": "daemon_started"},
             )
+            if settings.remediation.auto:
+                log.warning(
+                    "[remediation] auto = true: this daemon KICKS users out of their sessions "
+                    "after each run (open violations expecting inactive, at most %d users)",
+                    settings.remediation.max_users,
+                    extra={"event": "remediation_auto"},
+                )
             lease = asyncio.create_task(self.lease.keep(self.stop), name="lease")
             await self.stop.wait()
             await self._shut_down(lease)
