@@ -139,3 +139,10 @@ class Convergence:
             self.settled = rate
         speed = 1.0 if precise else ROUGH_PROBE_SPEEDUP
         self.probe_per_second = speed * self._probe_fraction * rate
+
+    def scale(self, factor: float) -> None:
+        """This client's share of the server's rate changed by `factor` (workers joined or
+        left a shared run)."""
+        if self.settled is not None:
+            self.settled *= factor
+        self.probe_per_second *= factor
