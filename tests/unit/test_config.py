@@ -124,11 +124,13 @@ def test_missing_secret_is_named_when_required(cwd: Path) -> None:
         ),
         (
             "[audit]\nconcurrency = 0\n",
-            'bad.toml: [audit] concurrency: must be "auto" or an integer >= 1 and <= 4096, got 0 (line 2)',
+            'bad.toml: [audit] concurrency: must be "auto" or an integer >= 1 and <= 4096, '
+            "got 0 (line 2)",
         ),
         (
             "[audit]\nconcurrency = 2.5\n",
-            'bad.toml: [audit] concurrency: must be "auto" or an integer >= 1 and <= 4096, got 2.5 (line 2)',
+            'bad.toml: [audit] concurrency: must be "auto" or an integer >= 1 and <= 4096, '
+            "got 2.5 (line 2)",
         ),
         (
             "[audit]\nrate_per_second = -1\n",
