@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import logging
 import time
 from collections.abc import Callable
 from typing import Any, NoReturn
@@ -33,7 +32,7 @@ from typing import Any, NoReturn
 import aiohttp
 import yarl
 
-from audit_job.classify import classify_exception, classify_response
+from audit_job.client.exchange import exchange
 from audit_job.client.headers import SDK_VERSION, bearer_headers
 from audit_job.client.pacing import RequestPacing
 from audit_job.client.rejection import auth_rejection, tls_rejection
@@ -54,10 +53,6 @@ from audit_job.retry import (
 from audit_job.signing import CHECK_SESSION_PATH, Signer, check_body
 from audit_job.token import ManagementToken, TokenProvider
 
-log = logging.getLogger(__name__)
-_perf = time.perf_counter
-_monotonic = time.monotonic
-_current_task = asyncio.current_task
 _ACTIVE = AnswerKind.ACTIVE
 _INACTIVE = AnswerKind.INACTIVE
 _PERMANENT = AnswerKind.PERMANENT
@@ -309,70 +304,23 @@ class AuthingClient:
                 headers = signer.headers_for_check(pair.app_id, pair.user_id)
             else:
                 headers, token = await self._bearer_headers()
-            answer, latency = await self._post(session, pair, body, headers, capture, sent_at)
+            answer, latency = await exchange(
+                session,
+                self.url,
+                pair,
+                body,
+                headers,
+                self._deadlines,
+                self.stats,
+                self.pacing,
+                sent_at,
+                capture,
+            )
             paced = True
         finally:
             if not paced:
                 pacing.no_answer()
         return self._after(answer, latency, token)
-
-    async def _post(
-        self,
-        session: aiohttp.ClientSession,
-        pair: Pair,
-        body: bytes,
-        headers: dict[str, str],
-        capture: list[bytes] | None,
-        sent_at: float,
-    ) -> tuple[Answer, float]:
-        """The request itself: (answer, latency seconds); an answer is told to the pacing,
-        no answer (or an exception) is left to the caller."""
-        stats = self.stats
-        stats.requests += 1
-        task = _current_task()
-        deadlines = self._deadlines
-        deadlines.arm(task)  # type: ignore[arg-type]
-        told = False
-        started = _perf()
-        try:
-            async with session.post(
-                self.url, data=body, headers=headers, allow_redirects=False
-            ) as resp:
-                raw = await resp.read()
-        except asyncio.CancelledError:
-            if not deadlines.timed_out(task):  # type: ignore[arg-type]
-                raise  # a shutdown, not our time limit
-            latency = _perf() - started
-            answer = classify_exception(TimeoutError(f"no answer within {deadlines.seconds:g} s"))
-            stats.transport_errors += 1
-        except Exception as exc:
-            latency = _perf() - started
-            answer = classify_exception(exc)
-            stats.transport_errors += 1
-            # The library's own words (the TLS alert, the errno): under --verbose only.
-            log.debug(
-                "%s %s: %s: %s",
-                pair.app_id,
-                pair.user_id,
-                type(exc).__name__,
-                exc,
-                extra={"event": "attempt_failed"},
-            )
-        else:
-            latency = _perf() - started
-            status = resp.status
-            answer = classify_response(status, resp.headers, raw)
-            self.pacing.answered(sent_at, latency, answer.kind is _THROTTLED, resp.headers)
-            told = True
-            responses = stats.responses
-            responses[status] = responses.get(status, 0) + 1
-            if capture is not None:
-                capture.append(raw)
-        finally:
-            deadlines.disarm(task)  # type: ignore[arg-type]
-        if not told:
-            self.pacing.no_answer()
-        return answer, latency
 
     def _after(
         self, answer: Answer, latency: float, token: str | None

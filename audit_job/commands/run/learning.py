@@ -8,8 +8,8 @@ worker takes its share: the rate over the live workers, as it does with the cap.
 
 Keep: every `LEARN_EVERY_SECONDS` while the run goes, and at its end, the rate this worker
 sustains times the live workers (the whole run's rate) and whether the server bounded it.
-What a run can tell: a precisely measured step (`settled_rate`, the server bounded it), or,
-unbounded, a run that kept at least `AT_CAP_SHARE` of its cap for `MIN_SECONDS` (the cap
+What a run can tell: the server bounded it (the rate of the last precisely measured step,
+`settled_rate`, or else the rate in force), or, unbounded, a run that kept at least `AT_CAP_SHARE` of its cap for `MIN_SECONDS` (the cap
 holds: the next run starts there). A short or idle run tells nothing and leaves an earlier
 learning in place. The access key secret is never passed here.
 """
@@ -67,9 +67,11 @@ class Learner:
         self, limiter: AdaptiveRateLimiter, progress: Progress, workers: int
     ) -> tuple[float, bool] | None:
         """(the whole run's sustained rate, whether the server bounded it), or None."""
-        settled = limiter.settled_rate
-        if limiter.server_bounded and settled is not None:
-            return min(self.configured_rate, settled * workers), True
+        if limiter.server_bounded:
+            # A precise step's rate, else the rate the server holds it at now (a run whose
+            # steps were measured on few answers still converged near the limit).
+            rate = limiter.settled_rate or limiter.current_rate
+            return min(self.configured_rate, rate * workers), True
         elapsed = time.monotonic() - progress.started_at
         if elapsed >= MIN_SECONDS and progress.rate() >= AT_CAP_SHARE * limiter.cap:
             return self.configured_rate, False
