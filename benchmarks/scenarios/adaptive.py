@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.emulator import emulator
-from harness.report import Report, heading
+from harness.report import heading
 from harness.scenario import Context, Scenario
 from harness.server import window
 from harness.tool import config_file, prepare, tool_checks_per_second, tool_run, write_targets

@@ -9,9 +9,10 @@ worker takes its share: the rate over the live workers, as it does with the cap.
 Keep: every `LEARN_EVERY_SECONDS` while the run goes, and at its end, the rate this worker
 sustains times the live workers (the whole run's rate) and whether the server bounded it.
 What a run can tell: the server bounded it (the rate of the last precisely measured step,
-`settled_rate`, or else the rate in force), or, unbounded, a run that kept at least `AT_CAP_SHARE` of its cap for `MIN_SECONDS` (the cap
-holds: the next run starts there). A short or idle run tells nothing and leaves an earlier
-learning in place. The access key secret is never passed here.
+`settled_rate`, or else the rate in force), or, unbounded, a run that kept at least
+`AT_CAP_SHARE` of its cap for `MIN_SECONDS` (the cap holds: the next run starts there). A
+short or idle run tells nothing and leaves an earlier learning in place. The access key
+secret is never passed here.
 """
 
 from __future__ import annotations
