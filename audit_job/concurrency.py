@@ -13,20 +13,22 @@ shorter than the age of the oldest request out: the limit grows with that age
 (`rate x age x headroom`), so a 500 ms API does not spend its first second at a guess.
 
 Gradient (the server queueing). Answers are grouped into intervals (>= 100 ms and >= 16
-answers); for each, its median latency m and the requests in flight it saw,
-X = answers a second x mean latency (Little again, from answers alone). The baseline B is the
-lowest median of any 16 consecutive answers: it is measured before a queue can build, even
-in a run's first 100 ms. When m > tolerance x B (1.5), latency grew with load: the server
-queues what it cannot serve, and more in flight only adds waiting. If latency is
-proportional to load beyond the server's capacity, X x tolerance x B / m in flight brings
-the median back to tolerance x B, so the cap moves there in one step. While m <= tolerance
-x B the cap grows by 10 % an interval, probing for room. A cut is judged by the first
-interval that starts a median latency after it (earlier answers were sent before it): if
-requests in flight fell by 15 % or more and the median did not fall (>= 95 % of before),
-the slowdown is not ours (the API got slower for everyone), so the baseline moves to the new
-median and the cap climbs back. Each cut is an experiment; no periodic probing is needed,
-and a standing queue never creeps the baseline up, since it moves down only, or on such a
-verdict.
+answers); for each, its median latency m and the requests in flight it saw, X = answers a
+second x mean latency (Little again, from answers alone). The baseline B is the lowest
+median of any 16 consecutive answers: it is measured before a queue can build, even in a
+run's first 100 ms. When m > tolerance x B (1.5), latency grew with load: the server queues
+what it cannot serve, and more in flight only adds waiting. If latency is proportional to
+load beyond the server's capacity, X x tolerance x B / m in flight brings the median back to
+tolerance x B, so the cap moves there in one step. While m <= tolerance x B the cap grows by
+10 % an interval, probing for room. A median less than `queue_floor` (5 ms) above B is never
+a queue: at latencies of a few milliseconds a busy client host's own scheduling delays
+double the median without any server queueing, and cutting for them starved a 300/s run down
+to one request in flight (benchmarks/run.py). A cut is judged by the first interval that
+starts a median latency after it (earlier answers were sent before it): if requests in
+flight fell by 15 % or more and the median did not fall (>= 95 % of before), the slowdown is
+not ours (the API got slower for everyone), so the baseline moves to the new median and the
+cap climbs back. Each cut is an experiment; no periodic probing is needed, and a standing
+queue never creeps the baseline up, since it moves down only, or on such a verdict.
 
 Cheap on the hot path: an answer appends to three small buffers; sorting happens once per
 16 answers (16 values) and once per interval (256 values).
@@ -44,6 +46,7 @@ MAX_LIMIT = 256
 HEADROOM = 1.1
 HIGH_PERCENTILE = 0.9
 TOLERANCE = 1.5
+QUEUE_FLOOR_SECONDS = 0.005
 GROWTH = 0.1
 WINDOW_SAMPLES = 256
 INTERVAL_SECONDS = 0.1
@@ -67,6 +70,7 @@ class AdaptiveConcurrency:
         percentile: float = HIGH_PERCENTILE,
         tolerance: float = TOLERANCE,
         growth: float = GROWTH,
+        queue_floor: float = QUEUE_FLOOR_SECONDS,
         gradient: bool = True,
     ) -> None:
         if not 1 <= min_limit <= max_limit:
@@ -79,6 +83,9 @@ class AdaptiveConcurrency:
             raise ValueError(f"tolerance must be > 1, got {tolerance!r}")
         if not (growth > 0 and math.isfinite(growth)):
             raise ValueError(f"growth must be > 0, got {growth!r}")
+        if not (queue_floor >= 0 and math.isfinite(queue_floor)):
+            raise ValueError(f"queue_floor must be >= 0, got {queue_floor!r}")
+        self._queue_floor = queue_floor
         self.max_limit = max_limit
         self.min_limit = min_limit
         self._headroom = headroom
@@ -181,7 +188,7 @@ class AdaptiveConcurrency:
                 self._base = median  # less load, same latency: the API slowed, not from us
                 return
         ratio = median / base
-        if ratio > self._tolerance:
+        if ratio > self._tolerance and median - base > self._queue_floor:
             target = in_flight * self._tolerance / ratio
             self._cap = max(float(self.min_limit), min(self._cap, target))
             self._cut = (now, in_flight, median)

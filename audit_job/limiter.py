@@ -364,14 +364,22 @@ class AdaptiveRateLimiter:
             return
         self._hint_rate = max(self._min_rate, remaining / reset_seconds)
 
-    def set_cap(self, rate_per_second: float) -> None:
+    def set_cap(self, rate_per_second: float, *, scale_rate: bool = False) -> None:
         """Change the configured ceiling at runtime (e.g. a budget shared by processes).
 
         Lowering it takes effect at once; raising it lets the rate climb by recovery.
+        `scale_rate`: the rate in force (and the settled one) moves by the same factor, as a
+        worker's share of what the server lets through changes with its share of the cap.
         """
         _check_rate("rate_per_second", rate_per_second)
         now = self._clock()
         self._recover(now)
+        if scale_rate and rate_per_second != self._cap:
+            factor = rate_per_second / self._cap
+            self._rate *= factor
+            convergence = self._convergence
+            if convergence is not None:
+                convergence.scale(factor)
         self._cap = rate_per_second
         if self._rate >= rate_per_second:
             self._rate = rate_per_second

@@ -140,6 +140,23 @@ class DaemonMetrics(Collector):
             "Request rate the live run's adaptive limiter allows (0 with no run).",
             handle.limiter.current_rate if handle is not None else 0.0,
         )
+        gate = handle.gate if handle is not None else None
+        yield _gauge(
+            "audit_job_requests_in_flight",
+            "Requests of the live run in flight now (0 with no run).",
+            gate.in_flight if gate is not None else 0,
+        )
+        yield _gauge(
+            "audit_job_concurrency_limit",
+            "The live run's in-flight limit ([audit] concurrency, or the adaptive one; 0 with "
+            "no run).",
+            gate.limit if gate is not None else 0,
+        )
+        yield _gauge(
+            "audit_job_concurrency_peak",
+            "The most requests the live run had in flight at once (0 with no run).",
+            gate.peak if gate is not None else 0,
+        )
         yield _gauge(
             "audit_job_pending_pairs",
             "Pairs of the live run not answered yet (0 with no run).",

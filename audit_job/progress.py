@@ -27,8 +27,14 @@ def describe(handle: RunHandle) -> str:
     return (
         f"run {handle.run_id}: {p.done}/{p.total} done ({percent:.0f}%), {rate:.1f} checks/s, "
         f"errors {p.errors}, retries {p.retries}, 429s {handle.stats.throttled}, "
-        f"rate limit {handle.limiter.current_rate:.1f}/s, ETA {_eta(p.total - p.done, rate)}"
+        f"rate limit {handle.limiter.current_rate:.1f}/s{_in_flight(handle)}, "
+        f"ETA {_eta(p.total - p.done, rate)}"
     )
+
+
+def _in_flight(handle: RunHandle) -> str:
+    gate = handle.gate
+    return "" if gate is None else f", in flight {gate.in_flight}/{gate.limit}"
 
 
 class ProgressView:
@@ -79,11 +85,18 @@ class ProgressView:
             TextColumn("{task.fields[rate]:>7.1f}/s"),
             TextColumn("err {task.fields[errors]}  retry {task.fields[retries]}"),
             TextColumn("429 {task.fields[throttled]}"),
+            TextColumn("{task.fields[pacing]}"),
             TimeRemainingColumn(),
         )
         with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
             task = bar.add_task(
-                "run", total=handle.progress.total, rate=0.0, errors=0, retries=0, throttled=0
+                "run",
+                total=handle.progress.total,
+                rate=0.0,
+                errors=0,
+                retries=0,
+                throttled=0,
+                pacing="",
             )
             try:
                 while True:
@@ -103,4 +116,5 @@ class ProgressView:
             errors=p.errors,
             retries=p.retries,
             throttled=self.handle.stats.throttled,
+            pacing=f"limit {self.handle.limiter.current_rate:.0f}/s{_in_flight(self.handle)}",
         )

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     import asyncio
 
     from audit_job.commands.run import RunRequest, RunSummary
+    from audit_job.commands.run.types import PacingSummary
     from audit_job.config import LoadedConfig
 
 log = logging.getLogger("audit_job.run")
@@ -87,6 +88,7 @@ def print_summary(summary: RunSummary, as_json: bool) -> None:
                     "retries": summary.retries,
                     "throttled": summary.throttled,
                     "latency_ms": summary.latency_ms,
+                    **(summary.pacing.as_dict() if summary.pacing is not None else {}),
                     "message": summary.message,
                     "violations": summary.violations,
                     "delivery": summary.delivery,
@@ -118,6 +120,8 @@ def print_summary(summary: RunSummary, as_json: bool) -> None:
         )
     if summary.delivery:
         print("  events: " + "; ".join(_delivered(sink) for sink in summary.delivery))
+    if summary.pacing is not None:
+        print(f"  {describe_pacing(summary.pacing)}")
     if summary.message:
         print(f"  {summary.message}")
 
@@ -126,6 +130,27 @@ def _delivered(sink: dict[str, Any]) -> str:
     pending = "" if sink["pending"] is None else f", {sink['pending']} pending"
     text = f"{sink['sink']} {sink['outcome']} ({sink['delivered']} delivered{pending})"
     return text + (f": {sink['error']}" if sink["error"] else "")
+
+
+def describe_pacing(pacing: PacingSummary) -> str:
+    """`concurrency auto (peak 24 in flight, limit 22), rate 291.0/s (bounded by the
+    server), started at the learned rate 291.0/s`."""
+    text = (
+        f"concurrency {pacing.concurrency} (peak {pacing.concurrency_peak} in flight, "
+        f"limit {pacing.concurrency_limit}), rate {pacing.rate_per_second:.1f}/s"
+    )
+    if pacing.server_bounded:
+        text += " (bounded by the server)"
+    if pacing.learned_rate is not None:
+        text += f", started at the learned rate {pacing.learned_rate:.1f}/s"
+    return text
+
+
+_NO_LEARNED_RATE = typer.Option(
+    False,
+    "--no-learned-rate",
+    help="start at [audit] rate_per_second, not at the rate learned by earlier runs",
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -142,6 +167,7 @@ def register(app: typer.Typer) -> None:
         ),
         no_progress: bool = typer.Option(False, "--no-progress", help="log lines instead of a bar"),
         as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
+        no_learned_rate: bool = _NO_LEARNED_RATE,
     ) -> None:
         """Check every enabled pair once and record the answers. With [[sink]] blocks
         configured, the run's events are delivered while it goes and, for at most
@@ -163,7 +189,12 @@ def register(app: typer.Typer) -> None:
             return
         if resume is not None and (app_id or user_id):
             raise typer.BadParameter("--resume continues a run as it was; drop --app/--user")
-        request = service.RunRequest(app_id=app_id, user_id=user_id, resume_run_id=resume)
+        request = service.RunRequest(
+            app_id=app_id,
+            user_id=user_id,
+            resume_run_id=resume,
+            use_learned_rate=not no_learned_rate,
+        )
         summary = run_async(_run(loaded, request, not no_progress))
         print_summary(summary, as_json)
         exit_with(EXIT_BY_STATUS[summary.status])
@@ -174,13 +205,14 @@ def register(app: typer.Typer) -> None:
         run_id: int = typer.Option(..., "--run", help="the live run to help with"),
         no_progress: bool = typer.Option(False, "--no-progress", help="log lines instead of a bar"),
         as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
+        no_learned_rate: bool = _NO_LEARNED_RATE,
     ) -> None:
         """Join a live run from another process or host (PostgreSQL, MariaDB/MySQL): claim and check
         its pending pairs, sharing the run's rate budget with its other workers."""
         from audit_job.commands import run as service
 
         loaded = loaded_config(ctx)
-        request = service.RunRequest(join_run_id=run_id)
+        request = service.RunRequest(join_run_id=run_id, use_learned_rate=not no_learned_rate)
         summary = run_async(_run(loaded, request, not no_progress))
         print_summary(summary, as_json)
         exit_with(EXIT_BY_STATUS[summary.status])

@@ -1,9 +1,10 @@
 """The request path of AuthingClient: send check-session-status, time it, classify, retry.
 
-Policy for one pair (spec 6, 7): every attempt passes the global limiter; a throttle lowers
-it; retryable answers are retried up to `max_attempts` in all, waiting Retry-After or
-full-jitter backoff (retry.py); in token mode an auth answer drops the token, and the next
-attempt (made at once, still counted) carries a fresh one. Final answers become a
+Policy for one pair (spec 6, 7): every attempt passes the in-flight gate and the global rate
+limiter and tells them its answer (pacing.py); retryable answers are retried up to
+`max_attempts` in all, waiting Retry-After or full-jitter backoff (retry.py); in token mode
+an auth answer drops the token, and the next attempt (made at once, still counted) carries a
+fresh one. Final answers become a
 `CheckResult`; a pair still failing after its attempts is an error result, not an exception.
 
 Run-level guards raise instead, for every in-flight and later `check`:
@@ -24,16 +25,16 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import logging
 import time
 from collections.abc import Callable
-from typing import Any, NoReturn, Protocol
+from typing import Any, NoReturn
 
 import aiohttp
 import yarl
 
-from audit_job.classify import classify_exception, classify_response
+from audit_job.client.exchange import exchange
 from audit_job.client.headers import SDK_VERSION, bearer_headers
+from audit_job.client.pacing import RequestPacing
 from audit_job.client.rejection import auth_rejection, tls_rejection
 from audit_job.client.result import final_result
 from audit_job.client.session import new_session
@@ -52,23 +53,12 @@ from audit_job.retry import (
 from audit_job.signing import CHECK_SESSION_PATH, Signer, check_body
 from audit_job.token import ManagementToken, TokenProvider
 
-log = logging.getLogger(__name__)
-_perf = time.perf_counter
-_current_task = asyncio.current_task
 _ACTIVE = AnswerKind.ACTIVE
 _INACTIVE = AnswerKind.INACTIVE
 _PERMANENT = AnswerKind.PERMANENT
 _THROTTLED = AnswerKind.THROTTLED
 _AUTH = AnswerKind.AUTH
 _FATAL = AnswerKind.FATAL
-
-
-class RateLimiter(Protocol):
-    def try_acquire(self) -> bool: ...
-
-    async def acquire(self) -> None: ...
-
-    def on_throttle(self) -> object: ...
 
 
 class _Attempts:
@@ -92,22 +82,29 @@ class AuthingClient:
         *,
         access_key_id: str,
         access_key_secret: str,
-        limiter: RateLimiter,
-        concurrency: int = 16,
+        limiter: AdaptiveRateLimiter,
+        concurrency: int | None = 16,
+        max_concurrency: int = 256,
         max_attempts: int = 5,
         stats: ClientStats | None = None,
         backoff_base_seconds: float = DEFAULT_BACKOFF_BASE_SECONDS,
         backoff_cap_seconds: float = DEFAULT_BACKOFF_CAP_SECONDS,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if concurrency < 1 or max_attempts < 1:
-            raise ValueError("concurrency and max_attempts must be >= 1")
+        if (concurrency is not None and concurrency < 1) or max_concurrency < 1:
+            raise ValueError("concurrency and max_concurrency must be >= 1")
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be >= 1")
         self.authing = authing
         self.host = authing.host.rstrip("/")
         self.url = yarl.URL(self.host + CHECK_SESSION_PATH)  # parsed once, not per request
         self.limiter = limiter
         self.stats = stats if stats is not None else ClientStats()
-        self.concurrency = concurrency
+        # concurrency None: the in-flight limit adapts (concurrency.py) up to max_concurrency.
+        self.pacing = RequestPacing.for_limits(limiter, concurrency, max_concurrency)
+        # The pool is sized to the most that may be in flight; the gate bounds its use (a
+        # connection is opened only when a request needs one, and idle ones expire).
+        self.pool_size = max_concurrency if concurrency is None else concurrency
         self.max_attempts = max_attempts
         self._key_id = access_key_id
         self._secret = access_key_secret
@@ -129,7 +126,7 @@ class AuthingClient:
         cls,
         config: LoadedConfig,
         *,
-        limiter: RateLimiter | None = None,
+        limiter: AdaptiveRateLimiter | None = None,
         stats: ClientStats | None = None,
     ) -> AuthingClient:
         """A client for the configured host and credentials; a limiter at the configured rate
@@ -141,7 +138,8 @@ class AuthingClient:
             access_key_id=key_id,
             access_key_secret=secret,
             limiter=limiter or AdaptiveRateLimiter(audit.rate_per_second),
-            concurrency=audit.concurrency,
+            concurrency=audit.pinned_concurrency,
+            max_concurrency=audit.max_concurrency,
             max_attempts=audit.max_attempts,
             stats=stats,
         )
@@ -154,7 +152,7 @@ class AuthingClient:
     async def __aenter__(self) -> AuthingClient:
         authing = self.authing
         # No aiohttp timeouts: `_deadlines` limits every attempt (connect included).
-        self._session = new_session(authing, self.concurrency)
+        self._session = new_session(authing, self.pool_size)
         try:
             self._deadlines.start()
             if authing.auth == "signature":
@@ -289,59 +287,46 @@ class AuthingClient:
         self, pair: Pair, body: bytes, capture: list[bytes] | None = None
     ) -> tuple[Answer, float, str | None]:
         """Send once and classify: (answer, latency seconds, bearer token used or None)."""
-        if not self.limiter.try_acquire():
-            await self.limiter.acquire()
-        if self._failure is not None:
-            raise self._failure
-        session = self._session
-        if session is None:
-            raise RuntimeError("AuthingClient used outside `async with`")
-        token: str | None = None
-        signer = self._signer
-        if signer is not None:
-            headers = signer.headers_for_check(pair.app_id, pair.user_id)
-        else:
-            headers, token = await self._bearer_headers()
-        stats = self.stats
-        stats.requests += 1
-        task = _current_task()
-        deadlines = self._deadlines
-        deadlines.arm(task)  # type: ignore[arg-type]
-        started = _perf()
+        pacing = self.pacing
+        if not pacing.try_enter():
+            await pacing.enter()
+        sent_at = pacing.now()
+        paced = False  # the gate slot is given back exactly once, whatever happens
         try:
-            async with session.post(
-                self.url, data=body, headers=headers, allow_redirects=False
-            ) as resp:
-                raw = await resp.read()
-        except asyncio.CancelledError:
-            if not deadlines.timed_out(task):  # type: ignore[arg-type]
-                raise  # a shutdown, not our time limit
-            latency = _perf() - started
-            answer = classify_exception(TimeoutError(f"no answer within {deadlines.seconds:g} s"))
-            stats.transport_errors += 1
-        except Exception as exc:
-            latency = _perf() - started
-            answer = classify_exception(exc)
-            stats.transport_errors += 1
-            # The library's own words (the TLS alert, the errno): under --verbose only.
-            log.debug(
-                "%s %s: %s: %s",
-                pair.app_id,
-                pair.user_id,
-                type(exc).__name__,
-                exc,
-                extra={"event": "attempt_failed"},
+            if self._failure is not None:
+                raise self._failure
+            session = self._session
+            if session is None:
+                raise RuntimeError("AuthingClient used outside `async with`")
+            token: str | None = None
+            signer = self._signer
+            if signer is not None:
+                headers = signer.headers_for_check(pair.app_id, pair.user_id)
+            else:
+                headers, token = await self._bearer_headers()
+            answer, latency = await exchange(
+                session,
+                self.url,
+                pair,
+                body,
+                headers,
+                self._deadlines,
+                self.stats,
+                self.pacing,
+                sent_at,
+                capture,
             )
-        else:
-            latency = _perf() - started
-            status = resp.status
-            answer = classify_response(status, resp.headers, raw)
-            responses = stats.responses
-            responses[status] = responses.get(status, 0) + 1
-            if capture is not None:
-                capture.append(raw)
+            paced = True
         finally:
-            deadlines.disarm(task)  # type: ignore[arg-type]
+            if not paced:
+                pacing.no_answer()
+        return self._after(answer, latency, token)
+
+    def _after(
+        self, answer: Answer, latency: float, token: str | None
+    ) -> tuple[Answer, float, str | None]:
+        """Count the attempt, move the run-level guards, raise when the run must stop."""
+        stats = self.stats
         stats.latency_samples.append(latency)
         if stats.observe_latency is not None:
             stats.observe_latency(latency)
@@ -353,7 +338,6 @@ class AuthingClient:
             self._auth_streak = 0
             if kind is _THROTTLED:
                 stats.throttled += 1
-                self.limiter.on_throttle()
         elif kind is _FATAL:
             self._stop_run(tls_rejection(self.host, answer))
         if self._failure is not None:  # stopped while this request was in flight

@@ -157,7 +157,7 @@ async def run_demo(
                 # The faults above hit ~6 % of attempts: with 5 attempts a run of 3,000 pairs
                 # lost a pair to five faults in a row about once in 400 runs (seen in CI);
                 # with 10, once in ~10^8, so the faults cost retries and never an answer.
-                audit=AuditSettings(concurrency=64, rate_per_second=2000, max_attempts=10),
+                audit=AuditSettings(rate_per_second=2000, max_attempts=10),
                 sink=[JsonlSinkSettings(name="demo-file", type="jsonl", path=str(events))],
             )
             loaded = LoadedConfig(settings, "demo (built-in)", [])

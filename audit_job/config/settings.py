@@ -79,11 +79,15 @@ class AuthingSettings(BaseModel):
         return value
 
 
+MAX_CONCURRENCY_SETTING = 4096
+
+
 class AuditSettings(BaseModel):
     model_config = STRICT
-    concurrency: int = Field(16, ge=1, le=4096)
-    # The bound of the adaptive in-flight limit (audit_job/concurrency.py).
-    max_concurrency: int = Field(256, ge=1, le=4096)
+    # "auto": the in-flight limit follows the rate x the latency (audit_job/concurrency.py),
+    # within max_concurrency; an integer pins it.
+    concurrency: Literal["auto"] | int = "auto"
+    max_concurrency: int = Field(256, ge=1, le=MAX_CONCURRENCY_SETTING)
     rate_per_second: float = Field(20, gt=0, le=1_000_000)
     # Start from the rate learned in earlier runs against the same host and key
     # (store/learned_rate.py), if no older than learned_rate_days.
@@ -94,6 +98,35 @@ class AuditSettings(BaseModel):
     heartbeat_seconds: float = Field(5, gt=0, le=3600)
     dead_after_seconds: float = Field(30, gt=0, le=86400)
     stall_timeout_seconds: float = Field(600, gt=0, le=86400)
+
+    @field_validator("concurrency", mode="before")
+    @classmethod
+    def _auto_or_count(cls, value: object) -> object:
+        if value == "auto":
+            return value
+        if (
+            isinstance(value, int)
+            and not isinstance(value, bool)
+            and 1 <= value <= MAX_CONCURRENCY_SETTING
+        ):
+            return value
+        raise ValueError(f'must be "auto" or an integer >= 1 and <= {MAX_CONCURRENCY_SETTING}')
+
+    @property
+    def adaptive_concurrency(self) -> bool:
+        """Whether the in-flight limit adapts (`concurrency = "auto"`)."""
+        return self.concurrency == "auto"
+
+    @property
+    def pinned_concurrency(self) -> int | None:
+        """The pinned in-flight limit, or None when it adapts."""
+        return None if isinstance(self.concurrency, str) else self.concurrency
+
+    @property
+    def workers(self) -> int:
+        """Check tasks a pipeline runs: the most that may ever be in flight."""
+        pinned = self.pinned_concurrency
+        return self.max_concurrency if pinned is None else pinned
 
     @model_validator(mode="after")
     def _dead_after_heartbeat(self) -> AuditSettings:

@@ -83,8 +83,7 @@ class Gate:
     def _throttled(
         self, request: web.Request, options: EmulatorOptions, wait: float
     ) -> web.Response:
-        self._stats.throttled += 1
-        self._stats.answers["throttled"] += 1
+        self._stats.throttle()
         headers = {"Content-Type": JSON_TYPE}
         if options.retry_after:
             seconds = options.retry_after_seconds

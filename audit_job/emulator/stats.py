@@ -92,6 +92,9 @@ class Stats:
         self.kick_failures_per_user: Counter[str] = Counter()
         self.max_per_second = 0
         self._window: deque[float] = deque()
+        # Whole seconds since the reset: [requests, of which throttled] (benchmarks, tests).
+        self._started_at = self._clock()
+        self.seconds: list[list[int]] = []
         self.latency = LatencyHistogram()
         # Requests in flight, queued or being served survive a reset; their peaks start over.
         self.in_flight = getattr(self, "in_flight", 0)
@@ -118,7 +121,21 @@ class Stats:
         window.append(now)
         if len(window) > self.max_per_second:
             self.max_per_second = len(window)
+        self._second(now)[0] += 1
         return now
+
+    def throttle(self) -> None:
+        """The request that just arrived was answered 429 by the throttle."""
+        self.throttled += 1
+        self.answers["throttled"] += 1
+        self._second(self._clock())[1] += 1
+
+    def _second(self, now: float) -> list[int]:
+        index = int(now - self._started_at)
+        seconds = self.seconds
+        while len(seconds) <= index:
+            seconds.append([0, 0])
+        return seconds[index]
 
     def leave(self, arrived_at: float | None = None) -> None:
         """The request is done; with its arrival time, its latency is recorded."""
@@ -184,4 +201,5 @@ class Stats:
             "serving": self.serving,
             "max_serving": self.max_serving,
             "latency_ms": self.latency.summary_ms(),
+            "per_second": [[n - throttled, throttled] for n, throttled in self.seconds],
         }

@@ -26,7 +26,9 @@ def measure(report: Report, dbs: Databases, folder: Path, pairs: int) -> None:
     csv_path = folder / f"targets-{pairs}.csv"
     write_targets(csv_path, pairs)
     with standin(delay_ms=50) as server:
-        config = config_file(folder, "latency", dbs.sqlite("latency"), server.url)
+        config = config_file(
+            folder, "latency", dbs.sqlite("latency"), server.url, concurrency=CONCURRENCY
+        )
         prepare(config, csv_path)
         server.reset()
         rate = tool_checks_per_second(tool_run(config))

@@ -118,6 +118,21 @@ def test_latency_within_tolerance_cuts_nothing_and_the_cap_grows_back() -> None:
     assert rule.cap == pytest.approx(grown * 1.1)  # +10 % an interval
 
 
+def test_milliseconds_of_host_jitter_are_not_a_queue() -> None:
+    """2 ms answers turning 5 ms (2.5 x) on a busy client host: no server queue to drain."""
+    rule = AdaptiveConcurrency()
+    now = steady(rule, 0.002, 2, 0.5, T0)
+    steady(rule, 0.005, 2, 0.5, now)
+    assert rule.cap == 256
+
+
+def test_without_the_queue_floor_host_jitter_starves_the_run() -> None:
+    rule = AdaptiveConcurrency(queue_floor=0.0)
+    now = steady(rule, 0.002, 2, 0.5, T0)
+    steady(rule, 0.005, 2, 0.5, now)
+    assert rule.cap < 2  # one request in flight: a 300/s run at 5 ms gets 200/s at most
+
+
 def test_gradient_disabled_never_cuts() -> None:
     rule = AdaptiveConcurrency(gradient=False)
     now = steady(rule, 0.020, 40, 0.5, T0)
@@ -173,6 +188,7 @@ def test_a_standing_queue_never_creeps_the_baseline_up() -> None:
         {"percentile": 0},
         {"tolerance": 1.0},
         {"growth": 0},
+        {"queue_floor": -1},
     ],
 )
 def test_bad_settings_are_rejected(kwargs: dict[str, float]) -> None:

@@ -46,7 +46,7 @@ def test_defaults_without_any_file(cwd: Path) -> None:
     assert settings.authing.timeout_seconds == 10
     assert settings.authing.access_key_id is None
     assert settings.authing.access_key_secret is None
-    assert (settings.audit.concurrency, settings.audit.rate_per_second) == (16, 20)
+    assert (settings.audit.concurrency, settings.audit.rate_per_second) == ("auto", 20)
     assert (settings.audit.max_attempts, settings.audit.batch_size) == (5, 500)
     assert settings.source.url is None and settings.source.query is None
     assert settings.schedule.cron == "0 * * * *"
@@ -68,7 +68,7 @@ def test_lookup_order_explicit_then_env_then_cwd_then_defaults(cwd: Path, tmp_pa
     assert (third.settings.audit.concurrency, third.origin) == (7, "audit-job.toml")
     (cwd / "audit-job.toml").unlink()
     fourth = load(None, env={})
-    assert (fourth.settings.audit.concurrency, fourth.origin) == (16, "built-in defaults")
+    assert (fourth.settings.audit.concurrency, fourth.origin) == ("auto", "built-in defaults")
 
 
 def test_named_file_must_exist_even_when_cwd_has_one(cwd: Path, tmp_path: Path) -> None:
@@ -119,16 +119,18 @@ def test_missing_secret_is_named_when_required(cwd: Path) -> None:
         ),
         (
             '[audit]\nbatch_size = 10\nconcurrency = "ten"\n',
-            "bad.toml: [audit] concurrency: must be an integer >= 1 and <= 4096, "
+            'bad.toml: [audit] concurrency: must be "auto" or an integer >= 1 and <= 4096, '
             'got "ten" (line 3)',
         ),
         (
             "[audit]\nconcurrency = 0\n",
-            "bad.toml: [audit] concurrency: must be an integer >= 1 and <= 4096, got 0 (line 2)",
+            'bad.toml: [audit] concurrency: must be "auto" or an integer >= 1 and <= 4096, '
+            "got 0 (line 2)",
         ),
         (
             "[audit]\nconcurrency = 2.5\n",
-            "bad.toml: [audit] concurrency: must be an integer >= 1 and <= 4096, got 2.5 (line 2)",
+            'bad.toml: [audit] concurrency: must be "auto" or an integer >= 1 and <= 4096, '
+            "got 2.5 (line 2)",
         ),
         (
             "[audit]\nrate_per_second = -1\n",

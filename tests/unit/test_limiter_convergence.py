@@ -345,3 +345,24 @@ def test_pace_is_the_rate_under_the_pacing_margin() -> None:
 def test_bad_convergence_settings_are_rejected(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         AdaptiveRateLimiter(10, **kwargs)
+
+
+def test_a_step_goes_at_most_to_a_quarter_of_the_rate_and_counts_as_rough() -> None:
+    """What came through is what a stalled client sent: 50/s at a rate of 1,000/s."""
+    clock = Clock()
+    limiter = converging(clock)
+    first_step(limiter, clock, 50, 20, seconds=10.0)
+    assert limiter.current_rate == pytest.approx(250)
+    assert limiter.settled_rate is None  # not remembered for a later run
+    clock.advance(1.5)  # no 30 s hold: it probes at the rough speed after the recovery delay
+    assert limiter.current_rate == pytest.approx(250 * 1.05)
+
+
+def test_without_the_bound_a_stalled_client_drops_the_rate_far_below_the_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("audit_job.convergence.MAX_STEP_DOWN", 0.0)
+    clock = Clock()
+    limiter = converging(clock)
+    first_step(limiter, clock, 50, 20, seconds=10.0)
+    assert limiter.current_rate < 60  # a twentieth of the rate, from one stalled measure

@@ -9,6 +9,8 @@ from datetime import datetime
 from typing import Any
 
 from audit_job.client import ClientStats
+from audit_job.concurrency import InFlightGate
+from audit_job.config import AuditSettings
 from audit_job.limiter import AdaptiveRateLimiter
 from audit_job.models import RunStatus, RunTrigger
 from audit_job.progress_counters import Progress
@@ -28,6 +30,48 @@ class RunRequest:
     # Deliver the feed to the [[sink]] blocks beside the run (the daemon delivers itself).
     deliver: bool = True
     on_commit: Callable[[], None] | None = None  # after each committed batch of answers
+    use_learned_rate: bool = True  # False: --no-learned-rate
+
+
+@dataclass
+class PacingSummary:
+    """How fast a worker went and with how many requests in flight."""
+
+    concurrency: str  # "auto" or the pinned number
+    concurrency_limit: int  # the in-flight limit at the end
+    concurrency_peak: int  # the most requests in flight at once
+    rate_per_second: float  # the rate limit in force at the end
+    server_bounded: bool  # the server's throttling held the rate below the cap
+    learned_rate: float | None  # the learned rate the run started at, if any
+
+    @classmethod
+    def of(
+        cls,
+        audit: AuditSettings,
+        gate: InFlightGate,
+        limiter: AdaptiveRateLimiter,
+        learned_rate: float | None,
+    ) -> PacingSummary:
+        return cls(
+            concurrency=str(audit.concurrency),
+            concurrency_limit=gate.limit,
+            concurrency_peak=gate.peak,
+            rate_per_second=limiter.current_rate,
+            server_bounded=limiter.server_bounded,
+            learned_rate=learned_rate,
+        )
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "concurrency": self.concurrency,
+            "concurrency_limit": self.concurrency_limit,
+            "concurrency_peak": self.concurrency_peak,
+            "rate_per_second": round(self.rate_per_second, 1),
+            "server_bounded": self.server_bounded,
+            "learned_rate_per_second": (
+                None if self.learned_rate is None else round(self.learned_rate, 1)
+            ),
+        }
 
 
 @dataclass
@@ -45,6 +89,7 @@ class RunSummary:
     # opened / resolved by this run, open in all (None: not read)
     violations: dict[str, int] | None = None
     delivery: list[dict[str, Any]] = field(default_factory=list)  # per sink, when delivering
+    pacing: PacingSummary | None = None  # set by the worker that drove it
 
     @property
     def total(self) -> int:
@@ -59,3 +104,5 @@ class RunHandle:
     progress: Progress
     stats: ClientStats
     limiter: AdaptiveRateLimiter
+    gate: InFlightGate | None = None  # requests in flight and their limit
+    learned_rate: float | None = None  # the learned rate it started at, if any
