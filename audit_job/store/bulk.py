@@ -120,7 +120,7 @@ FROM unnest($1::text[], $2::boolean[], $3::timestamptz[], $4::int[], $5::int[],
             $6::int[], $7::bigint[], $8::text[], $9::text[], $10::int[], $11::bigint[])
     AS v(status, active, checked_at, attempts, http_status, status_code, api_code,
          message, request_id, latency_ms, id)
-WHERE s.id = v.id AND s.status = 'pending'
+WHERE s.id = v.id AND s.run_id = $12 AND s.status = 'pending'
 """
 
 _SQLITE_WRITE = """
@@ -210,13 +210,15 @@ async def _json_rows(conn: AsyncConnection, sql: str, rows: Sequence[tuple[Any, 
     await conn.exec_driver_sql(sql, (orjson.dumps(rows).decode(),))
 
 
-async def write_checks(conn: AsyncConnection, rows: list[CheckRow]) -> None:
+async def write_checks(conn: AsyncConnection, run_id: int, rows: list[CheckRow]) -> None:
+    # run_id: PostgreSQL then updates the run's partition only (store/partitions.py).
     if conn.dialect.name in MYSQL:
         await _json_rows(conn, _MYSQL_WRITE, rows)
         return
     driver = await _driver(conn)
     if conn.dialect.name == "postgresql":
-        await driver.execute(_PG_WRITE, *(list(column) for column in zip(*rows, strict=True)))
+        columns = (list(column) for column in zip(*rows, strict=True))
+        await driver.execute(_PG_WRITE, *columns, run_id)
         return
     await _executemany_sqlite(driver, _SQLITE_WRITE, rows)
 

@@ -110,7 +110,7 @@ async def write_results(
         if r.active is not None:
             states.append((app, user, r.active, at, at, run_id))
     if conn.dialect.name in bulk.SUPPORTED:
-        await bulk.write_checks(conn, checks)
+        await bulk.write_checks(conn, run_id, checks)
         if states:
             await bulk.upsert_states(conn, states)
         return
@@ -127,7 +127,10 @@ async def write_results(
         "b_latency_ms",
         "b_id",
     )
-    await conn.execute(_WRITE_CHECK, [dict(zip(names, row, strict=True)) for row in checks])
+    await conn.execute(
+        _WRITE_CHECK.where(session_check.c.run_id == run_id),
+        [dict(zip(names, row, strict=True)) for row in checks],
+    )
     if states:
         columns = ("app_id", "user_id", "active", "checked_at", "changed_at", "run_id")
         await conn.execute(

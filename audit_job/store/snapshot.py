@@ -13,8 +13,14 @@ from sqlalchemy import Integer, func, insert, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from audit_job.store.dialect import insert_ignore
+from audit_job.store.partitions import ensure_run_partition
 from audit_job.store.tables import audit_run, audit_target, session_check
 from audit_job.store.types import utcnow
+
+
+async def prepare_snapshot(conn: AsyncConnection, run_id: int) -> None:
+    """What must exist before the run's first row: its partition (PostgreSQL)."""
+    await ensure_run_partition(conn, run_id)
 
 
 async def snapshot_targets(
