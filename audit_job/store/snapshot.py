@@ -13,7 +13,7 @@ from sqlalchemy import Integer, func, insert, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from audit_job.store.dialect import insert_ignore
-from audit_job.store.partitions import ensure_run_partition
+from audit_job.store.partitions import analyze_run_partition, ensure_run_partition
 from audit_job.store.tables import audit_run, audit_target, session_check
 from audit_job.store.types import utcnow
 
@@ -82,4 +82,5 @@ async def finish_snapshot(conn: AsyncConnection, run_id: int) -> int:
     await conn.execute(
         update(audit_run).where(audit_run.c.id == run_id).values(total=total, snapshot_at=utcnow())
     )
+    await analyze_run_partition(conn, run_id)  # before the first answer is written
     return int(total)
