@@ -9,11 +9,17 @@ import logging.config
 from alembic import context
 from sqlalchemy.engine import Connection
 
+from audit_job.store.partitions import is_partition_name
 from audit_job.store.tables import metadata
 
 config = context.config
 if config.config_file_name and not config.attributes.get("connection"):
     logging.config.fileConfig(config.config_file_name, disable_existing_loggers=False)
+
+
+def _include_name(name: str | None, type_: str, _parents: dict[str, str | None]) -> bool:
+    """Autogenerate leaves alone the partitions the tool makes at run time."""
+    return not (type_ == "table" and name is not None and is_partition_name(name))
 
 
 def _configure(connection: Connection) -> None:
@@ -22,6 +28,7 @@ def _configure(connection: Connection) -> None:
         target_metadata=metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_name=_include_name,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -1,12 +1,13 @@
-"""Retention: delete the checks of runs older than `keep_days`, in batches; and, through
-`prune_configured` (the command and the daemon), the delivered events older than
-`[events] keep_days` (commands/events.py: never one a configured sink still needs).
+"""Retention: delete the checks of runs older than `keep_days`: on PostgreSQL by dropping
+each run's partition, elsewhere in batches; and, through `prune_configured` (the command
+and the daemon), the delivered events older than `[events] keep_days` (commands/events.py:
+never one a configured sink still needs).
 
 The audit_run rows stay (their totals are the long-term record and cost little);
 session_state is never touched, and neither is the latest run nor a running one. Each
-batch is its own transaction, so a large prune never holds a long lock and can be
-interrupted and run again. The daemon calls `prune(engine, keep_days, dry_run)` on its
-schedule with `[retention] keep_days`.
+dropped partition and each batch is its own transaction, so a large prune never holds a
+long lock and can be interrupted and run again. The daemon calls
+`prune(engine, keep_days, dry_run)` on its schedule with `[retention] keep_days`.
 """
 
 from __future__ import annotations
@@ -65,7 +66,12 @@ async def prune(
             async with engine.connect() as conn:
                 removed = await retention.count_checks(conn, run_id)
         else:
-            while True:
+            async with engine.begin() as conn:  # PostgreSQL: the run's partition, at once
+                dropped = await retention.drop_checks(conn, run_id)
+                if dropped:
+                    await evidence_store.mark_pruned(conn, run_id)
+            removed = dropped or 0
+            while dropped is None:
                 async with engine.begin() as conn:
                     deleted = await retention.delete_checks_batch(conn, run_id, batch)
                     if deleted:  # the chain keeps the run's links, not its content

@@ -124,7 +124,7 @@ FROM unnest($1::text[], $2::boolean[], $3::timestamptz[], $4::int[], $5::int[],
             $6::int[], $7::bigint[], $8::text[], $9::text[], $10::int[], $11::bigint[])
     AS v(status, active, checked_at, attempts, http_status, status_code, api_code,
          message, request_id, latency_ms, id)
-WHERE s.id = v.id AND s.status = 'pending'
+WHERE s.id = v.id AND s.run_id = $12 AND s.status = 'pending'
 RETURNING s.id
 """
 
@@ -229,10 +229,11 @@ async def _json_rows(conn: AsyncConnection, sql: str, rows: Sequence[tuple[Any, 
     await conn.exec_driver_sql(sql, (orjson.dumps(rows).decode(),))
 
 
-async def write_checks(conn: AsyncConnection, rows: list[CheckRow]) -> set[int]:
+async def write_checks(conn: AsyncConnection, run_id: int, rows: list[CheckRow]) -> set[int]:
     """Write the batch's answers into the rows still pending; the ids of those rows (the
     ones this batch turned final: a replayed batch, or a row another worker answered
-    first, is left alone and not in the set)."""
+    first, is left alone and not in the set). run_id: PostgreSQL then updates the run's
+    partition only (store/partitions.py)."""
     if conn.dialect.name in MYSQL:
         ids = orjson.dumps([row[10] for row in rows]).decode()
         pending = await conn.exec_driver_sql(_MYSQL_STILL_PENDING, (ids,))
@@ -243,7 +244,7 @@ async def write_checks(conn: AsyncConnection, rows: list[CheckRow]) -> set[int]:
     driver = await _driver(conn)
     if conn.dialect.name == "postgresql":
         columns = (list(column) for column in zip(*rows, strict=True))
-        return {r[0] for r in await driver.fetch(_PG_WRITE, *columns)}
+        return {r[0] for r in await driver.fetch(_PG_WRITE, *columns, run_id)}
     ids = orjson.dumps([row[10] for row in rows]).decode()
     inline = _inline(driver)
     if inline is not None:

@@ -132,7 +132,11 @@ async def write_results(
             )
         )
     bulk_path = conn.dialect.name in bulk.SUPPORTED
-    final = await bulk.write_checks(conn, checks) if bulk_path else await _write_core(conn, checks)
+    final = (
+        await bulk.write_checks(conn, run_id, checks)
+        if bulk_path
+        else await _write_core(conn, run_id, checks)
+    )
     if not final:
         return 0
     conclusive: list[ResultRow] = []
@@ -193,15 +197,22 @@ _NAMES = (
 )
 
 
-async def _write_core(conn: AsyncConnection, checks: list[bulk.CheckRow]) -> set[int]:
+async def _write_core(conn: AsyncConnection, run_id: int, checks: list[bulk.CheckRow]) -> set[int]:
     """Other dialects: the still-pending rows locked and read first, then the UPDATE."""
     ids = [row[10] for row in checks]
     stmt = (
         select(session_check.c.id)
-        .where(session_check.c.id.in_(ids), session_check.c.status == CheckStatus.PENDING.value)
+        .where(
+            session_check.c.run_id == run_id,
+            session_check.c.id.in_(ids),
+            session_check.c.status == CheckStatus.PENDING.value,
+        )
         .with_for_update()
     )
     final = {int(r[0]) for r in await conn.execute(stmt)}
     if final:
-        await conn.execute(_WRITE_CHECK, [dict(zip(_NAMES, row, strict=True)) for row in checks])
+        await conn.execute(
+            _WRITE_CHECK.where(session_check.c.run_id == run_id),
+            [dict(zip(_NAMES, row, strict=True)) for row in checks],
+        )
     return final

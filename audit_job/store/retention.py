@@ -1,5 +1,6 @@
-"""Retention: which runs' checks may go, and deleting them in batches (commands/prune.py
-drives it, one transaction per batch)."""
+"""Retention: which runs' checks may go, and removing them (commands/prune.py drives it):
+on PostgreSQL by dropping the run's partition (store/partitions.py), elsewhere by deleting
+in batches, one transaction per batch."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from audit_job.models import RunStatus
+from audit_job.store import partitions, summary
 from audit_job.store.reports import NOT_REAL
 from audit_job.store.tables import audit_run, session_check
 
@@ -47,5 +49,17 @@ async def delete_checks_batch(conn: AsyncConnection, run_id: int, batch: int) ->
     ]
     if not ids:
         return 0
-    await conn.execute(delete(session_check).where(session_check.c.id.in_(ids)))
+    await conn.execute(
+        delete(session_check).where(session_check.c.run_id == run_id, session_check.c.id.in_(ids))
+    )
+    await summary.clear_summary(conn, run_id)
     return len(ids)
+
+
+async def drop_checks(conn: AsyncConnection, run_id: int) -> int | None:
+    """All the run's checks at once, when they have a partition of their own: the number
+    dropped, else None (delete them in batches)."""
+    dropped = await partitions.drop_run_partition(conn, run_id)
+    if dropped is not None:
+        await summary.clear_summary(conn, run_id)
+    return dropped

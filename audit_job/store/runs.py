@@ -19,7 +19,7 @@ from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from audit_job.models import CheckStatus, RunStatus
-from audit_job.store import events, outbox, violations
+from audit_job.store import events, outbox, summary, violations
 from audit_job.store.dialect import RUN_CREATION_ROW, lock_named_row
 from audit_job.store.tables import audit_run, leader_lease, session_check
 from audit_job.store.types import utcnow
@@ -154,6 +154,7 @@ async def take_over(conn: AsyncConnection, run_id: int, epoch: int | None = None
     if epoch is not None:
         values["epoch"] = epoch
     await conn.execute(update(audit_run).where(audit_run.c.id == run_id).values(**values))
+    await summary.clear_summary(conn, run_id)  # its counts change again: counted live
 
 
 async def status_counts(conn: AsyncConnection, run_id: int) -> dict[str, int]:
@@ -179,11 +180,12 @@ async def finish_run(
     counts: dict[str, int],
 ) -> dict[str, int]:
     """Close the run with its final totals (`counts`: status_counts read in this same
-    transaction), and append `run.finished` / `run.failed` in it when this is what ends
-    the run. Whether it is, the UPDATE itself says (`status <> :new`, under the row lock
-    it takes): of several processes closing one run with the same status, only the first
-    appends the event (a failed run that is resumed and finishes ends again, with
-    `run.finished`)."""
+    transaction) and its per-app counts for reports, and append `run.finished` /
+    `run.failed` in it when this is what ends the run. Whether it is, the UPDATE itself
+    says (`status <> :new`, under the row lock it takes): of several processes closing one
+    run with the same status, only the first appends the event (a failed run that is
+    resumed and finishes ends again, with `run.finished`)."""
+    await summary.write_summary(conn, run_id)
     now = utcnow()
     close = (
         update(audit_run)

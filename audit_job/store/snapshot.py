@@ -16,8 +16,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from audit_job.models import Expect
 from audit_job.store.dialect import insert_ignore
+from audit_job.store.partitions import analyze_run_partition, ensure_run_partition
 from audit_job.store.tables import audit_run, audit_target, session_check
 from audit_job.store.types import utcnow
+
+
+async def prepare_snapshot(conn: AsyncConnection, run_id: int) -> None:
+    """What must exist before the run's first row: its partition (PostgreSQL)."""
+    await ensure_run_partition(conn, run_id)
 
 
 async def snapshot_targets(
@@ -89,4 +95,5 @@ async def finish_snapshot(conn: AsyncConnection, run_id: int) -> int:
     await conn.execute(
         update(audit_run).where(audit_run.c.id == run_id).values(total=total, snapshot_at=utcnow())
     )
+    await analyze_run_partition(conn, run_id)  # before the first answer is written
     return int(total)

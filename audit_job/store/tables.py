@@ -92,6 +92,8 @@ audit_run = Table(
     Index(None, "started_at"),
 )
 
+# On PostgreSQL partitioned by run (store/partitions.py, migration 0011), with the primary
+# key (run_id, id) there; a plain table with the key (id) elsewhere.
 session_check = Table(
     "session_check",
     metadata,
@@ -116,6 +118,22 @@ session_check = Table(
     CheckConstraint(_one_of("status", [s.value for s in CheckStatus]), name="status"),
     UniqueConstraint("app_id", "user_id", "run_id"),  # one row per pair and run; a pair's history
     Index(None, "run_id", "status", "id"),  # a run's rows by status, pending ones in order
+)
+
+# Per-run, per-app counts, written when a run ends (store/summary.py), so that reports read
+# a few rows instead of counting a run's checks. A run being resumed loses its rows until
+# it ends again.
+audit_run_summary = Table(
+    "audit_run_summary",
+    metadata,
+    Column("run_id", Integer, ForeignKey("audit_run.id", ondelete="CASCADE"), nullable=False),
+    Column("app_id", String(ID_LENGTH), nullable=False),
+    Column("total", Integer, nullable=False),
+    Column("active", Integer, nullable=False),
+    Column("inactive", Integer, nullable=False),
+    Column("error", Integer, nullable=False),
+    Column("pending", Integer, nullable=False),
+    PrimaryKeyConstraint("run_id", "app_id"),
 )
 
 session_state = Table(

@@ -22,6 +22,7 @@ class Context:
     rounds: int | None  # --rounds, None when not given
     million_seconds: float | None  # --million-seconds, None when not given
     use_pg: bool  # PostgreSQL reachable and not turned off
+    scale: float | None = None  # --scale (store_scale), None when not given
 
 
 @dataclass(frozen=True)
@@ -31,3 +32,5 @@ class Scenario:
     run: Callable[[Context], None]
     # "optional": measured on PostgreSQL too when it is there; "required": skipped without it.
     postgres: Literal["no", "optional", "required"] = "no"
+    # False: long, run only when named (`--only NAME`), never by a plain `make bench`.
+    default: bool = True

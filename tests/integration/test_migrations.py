@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from audit_job.models import CheckStatus, RunStatus
 from audit_job.store import migrate, schema
 from audit_job.store.engine import create_engine
+from audit_job.store.partitions import is_partition_name
 from audit_job.store.tables import audit_run, audit_target, metadata, session_check
 
 SCHEMA_TABLES = {"audit_target", "audit_run", "session_check", "session_state"}
@@ -32,8 +33,16 @@ def _tables(connection: Connection) -> set[str]:
 
 
 def _differences(connection: Connection) -> list[object]:
+    def not_a_partition(name: str | None, type_: str, _parents: object) -> bool:
+        return not (type_ == "table" and name is not None and is_partition_name(name))
+
     context = MigrationContext.configure(
-        connection, opts={"compare_type": True, "compare_server_default": True}
+        connection,
+        opts={
+            "compare_type": True,
+            "compare_server_default": True,
+            "include_name": not_a_partition,
+        },
     )
     return list(compare_metadata(context, metadata))
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from helpers import ROOT
 from reporting_scenario import Scenario, build_scenario, checks_by_pair
-from sqlalchemy import select
+from sqlalchemy import case, func, select
 
 from audit_job.store.engine import opened
-from audit_job.store.tables import audit_target, session_state
+from audit_job.store.tables import audit_target, session_check, session_state
 
 pytestmark = pytest.mark.timeout(60)
 # The tag that marks a backend's own line in a query (the other backends' lines go).
@@ -46,7 +46,7 @@ async def scenario(db_url: str, tmp_path: Path) -> Scenario:
 
 
 async def test_every_example_query_runs_and_is_right(scenario: Scenario, backend: str) -> None:
-    per_app, active_in_run, flips = readme_queries(backend)
+    per_app, active_in_run, summaries, flips = readme_queries(backend)
     assert flips.count("checked_at >=") == 1, flips  # this backend's window, only it
     _first, second = scenario.run_ids
     # The README names run 2; the scenario's second run has its own id.
@@ -55,6 +55,21 @@ async def test_every_example_query_runs_and_is_right(scenario: Scenario, backend
         got_per_app = [tuple(r) for r in (await conn.exec_driver_sql(per_app)).all()]
         got_active = [tuple(r) for r in (await conn.exec_driver_sql(active_in_run)).all()]
         got_flips = [tuple(r) for r in (await conn.exec_driver_sql(flips)).all()]
+        got_summaries = [tuple(r) for r in (await conn.exec_driver_sql(summaries)).all()]
+        counted = await conn.execute(
+            select(
+                session_check.c.run_id,
+                session_check.c.app_id,
+                func.count(),
+                *(
+                    func.sum(case((session_check.c.status == s, 1), else_=0))
+                    for s in ("active", "inactive", "error")
+                ),
+            )
+            .group_by(session_check.c.run_id, session_check.c.app_id)
+            .order_by(session_check.c.run_id, session_check.c.app_id)
+        )
+        by_group_by = [tuple(int(v) if i != 1 else v for i, v in enumerate(r)) for r in counted]
         states = (await conn.execute(select(session_state))).all()
         enabled = {
             (r.app_id, r.user_id)
@@ -74,6 +89,12 @@ async def test_every_example_query_runs_and_is_right(scenario: Scenario, backend
     active = sorted((a, u, row["checked_at"]) for (a, u), row in checks.items() if row["active"])
     assert [(a, u) for a, u, _ in got_active] == [(a, u) for a, u, _ in active]
     assert len(got_active) > 0
+
+    # Both ended runs, each app's counts as a GROUP BY of the checks gives them.
+    assert [tuple(int(v) if i != 1 else v for i, v in enumerate(r)) for r in got_summaries] == (
+        by_group_by
+    )
+    assert {r[0] for r in got_summaries} == set(scenario.run_ids)
 
     # Every flip of the last 7 days is one the truth arranged between the two runs.
     assert {(a, u) for a, u, _, _ in got_flips} == scenario.flipped

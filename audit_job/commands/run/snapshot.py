@@ -58,6 +58,8 @@ async def take_snapshot(
     """The run's pending rows, from `[source] query` or the enabled targets, then its total.
     Taken again on a resume when the first attempt did not finish (rows are unique)."""
     started = time.monotonic()
+    async with engine.begin() as conn:
+        await snapshot_store.prepare_snapshot(conn, run_id)
     if settings.source.query:
         batch: list[tuple[str, str, str | None]] = []
         async for pair in source_pairs(settings, app_id, user_id):

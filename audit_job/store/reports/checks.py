@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from audit_job.models import CheckStatus
+from audit_job.store import summary
 from audit_job.store.reports import ACTIVATED, CHECK_COLUMNS, DEACTIVATED, FIRST_SEEN, PAGE
 from audit_job.store.tables import audit_run, session_check
 
@@ -108,13 +109,16 @@ async def stream_history(
 async def app_status_counts(
     conn: AsyncConnection, run_ids: Sequence[int]
 ) -> dict[int, dict[str, dict[str, int]]]:
-    """{run_id: {app_id: {status: count}}} for the given runs, every status present."""
+    """{run_id: {app_id: {status: count}}} for the given runs, every status present: an
+    ended run's from its summary rows, the others counted from their checks."""
     result: dict[int, dict[str, dict[str, int]]] = {run_id: {} for run_id in run_ids}
-    if not run_ids:
+    result.update(await summary.read_summaries(conn, run_ids))
+    uncounted = [run_id for run_id in run_ids if not result[run_id]]
+    if not uncounted:
         return result
     stmt = (
         select(session_check.c.run_id, session_check.c.app_id, session_check.c.status, func.count())
-        .where(session_check.c.run_id.in_(run_ids))
+        .where(session_check.c.run_id.in_(uncounted))
         .group_by(session_check.c.run_id, session_check.c.app_id, session_check.c.status)
     )
     for run_id, app_id, status, count in await conn.execute(stmt):
