@@ -131,7 +131,7 @@ class Stats:
         self._second(self._clock())[1] += 1
 
     def _second(self, now: float) -> list[int]:
-        index = int(now - self._started_at)
+        index = max(0, int(now - self._started_at))  # a test clock may start before it
         seconds = self.seconds
         while len(seconds) <= index:
             seconds.append([0, 0])
