@@ -301,7 +301,10 @@ async def write_chunk(url: str, run_id: int, after: int, count: int) -> tuple[fl
             if not rows:
                 break
             after = rows[-1][0]
-            answers = [(row_id, app, user, _answer(row_id, now)) for row_id, app, user in rows]
+            answers = [
+                (row_id, app, user, _answer(row_id, now), expect)
+                for row_id, app, user, expect in rows
+            ]
             async with engine.begin() as conn:
                 await results.write_results(conn, run_id, answers)
             written += len(rows)

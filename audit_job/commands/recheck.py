@@ -39,7 +39,8 @@ async def recheck(
         run_id = await run_store.create_run(
             conn, trigger=RunTrigger.REMEDIATION.value, filters={"plan": plan_id}
         )
-        await snapshot.add_snapshot_rows(conn, run_id, pairs)
+        own = await _own_expectations(conn, pairs)
+        await snapshot.add_snapshot_rows(conn, run_id, [(a, u, own.get((a, u))) for a, u in pairs])
         await snapshot.finish_snapshot(conn, run_id)
         ids = {
             (row.app_id, row.user_id): row.id
@@ -61,7 +62,6 @@ async def recheck(
     outcome: dict[int, bool | None] = {}
     async with engine.begin() as conn:
         if answers:
-            own = await _own_expectations(conn, list(answers))
             batch = [(ids[p], p[0], p[1], r, own.get(p)) for p, r in answers.items()]
             judging = results.Judging(
                 policies=PolicySet(loaded.settings.policy), resolution=RESOLVED_BY_RECHECK
