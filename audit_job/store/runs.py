@@ -19,7 +19,7 @@ from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from audit_job.models import CheckStatus, RunStatus
-from audit_job.store import summary
+from audit_job.store import run_changes, summary
 from audit_job.store.dialect import RUN_CREATION_ROW, lock_named_row
 from audit_job.store.tables import audit_run, leader_lease, session_check
 from audit_job.store.types import utcnow
@@ -154,7 +154,9 @@ async def take_over(conn: AsyncConnection, run_id: int, epoch: int | None = None
     if epoch is not None:
         values["epoch"] = epoch
     await conn.execute(update(audit_run).where(audit_run.c.id == run_id).values(**values))
-    await summary.clear_summary(conn, run_id)  # its counts change again: counted live
+    # Its checks change again: counted and compared live until it ends.
+    await summary.clear_summary(conn, run_id)
+    await run_changes.forget_changes(conn, run_id)
 
 
 async def status_counts(conn: AsyncConnection, run_id: int) -> dict[str, int]:
@@ -176,8 +178,9 @@ async def finish_run(
     counts: dict[str, int],
 ) -> dict[str, int]:
     """Close the run with its final totals (`counts`: status_counts read in this same
-    transaction), and its per-app counts for reports."""
+    transaction), its per-app counts and its changes for reports."""
     await summary.write_summary(conn, run_id)
+    await run_changes.record_changes(conn, run_id)
     await conn.execute(
         update(audit_run)
         .where(audit_run.c.id == run_id)
