@@ -243,7 +243,8 @@ async def build(layout: Layout, runs: int, pairs: int) -> float:
                 await _load_run(conn, layout, run, pairs)
                 if layout.summaries:  # what the tool writes when a run ends
                     await summary.write_summary(conn, run)
-                    await run_changes.record_changes(conn, run)
+                    if run == runs:  # the changes timed are the latest run's
+                        await run_changes.record_changes(conn, run)
             print(f"    {layout.label}: run {run}/{runs} built", flush=True)
         if kind == "pg" and not layout.partitioned:
             async with engine.begin() as conn:
