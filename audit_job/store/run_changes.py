@@ -18,7 +18,14 @@ from __future__ import annotations
 from sqlalchemy import Integer, and_, case, delete, func, insert, literal, null, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from audit_job.store.reports import ACTIVATED, DEACTIVATED, GONE, NEWLY_SEEN, NOT_REAL
+from audit_job.store.reports import (
+    ACTIVATED,
+    DEACTIVATED,
+    GONE,
+    NEWLY_SEEN,
+    NOT_REAL,
+    newly_seen_or_flipped,
+)
 from audit_job.store.tables import audit_run, audit_run_change, session_check
 
 COLUMNS = ["run_id", "check_id", "app_id", "user_id", "change", "from_status", "to_status"]
@@ -54,17 +61,7 @@ async def record_changes(conn: AsyncConnection, run_id: int) -> None:
             now.c.checked_at,
         )
         .select_from(now.outerjoin(before, and_(before.c.run_id == base, pair)))
-        .where(
-            now.c.run_id == run_id,
-            or_(
-                before.c.id.is_(None),
-                and_(
-                    now.c.active.is_not(None),
-                    before.c.active.is_not(None),
-                    now.c.active != before.c.active,
-                ),
-            ),
-        )
+        .where(now.c.run_id == run_id, newly_seen_or_flipped(now, before))
     )
     await conn.execute(insert(audit_run_change).from_select([*COLUMNS, "checked_at"], found))
     gone = (

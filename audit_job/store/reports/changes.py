@@ -10,7 +10,14 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from audit_job.store import run_changes
-from audit_job.store.reports import ACTIVATED, DEACTIVATED, GONE, NEWLY_SEEN, PAGE
+from audit_job.store.reports import (
+    ACTIVATED,
+    DEACTIVATED,
+    GONE,
+    NEWLY_SEEN,
+    PAGE,
+    newly_seen_or_flipped,
+)
 from audit_job.store.tables import audit_run_change, audit_target, session_check
 
 
@@ -62,14 +69,7 @@ async def stream_changes(
             .where(
                 now.c.run_id == run_id,
                 now.c.id > last,
-                or_(
-                    before.c.id.is_(None),
-                    and_(
-                        now.c.active.is_not(None),
-                        before.c.active.is_not(None),
-                        now.c.active != before.c.active,
-                    ),
-                ),
+                newly_seen_or_flipped(now, before),
             )
             .order_by(now.c.id)
             .limit(page)
@@ -81,16 +81,7 @@ async def stream_changes(
                 change = NEWLY_SEEN
             else:
                 change = ACTIVATED if row["to_active"] else DEACTIVATED
-            yield {
-                "app_id": row["app_id"],
-                "user_id": row["user_id"],
-                "change": change,
-                "from_run_id": row["from_run_id"],
-                "from_status": row["from_status"],
-                "to_run_id": run_id,
-                "to_status": row["to_status"],
-                "checked_at": row["checked_at"],
-            }
+            yield _change_row(row, change, row["from_run_id"], run_id)
         if len(rows) < page:
             break
         last = rows[-1]["id"]
@@ -171,16 +162,24 @@ async def _recorded_changes(
             async with engine.connect() as conn:
                 rows = (await conn.execute(stmt)).mappings().all()
             for row in rows:
-                yield {
-                    "app_id": row["app_id"],
-                    "user_id": row["user_id"],
-                    "change": row["change"],
-                    "from_run_id": None if row["change"] == NEWLY_SEEN else base_run_id,
-                    "from_status": row["from_status"],
-                    "to_run_id": run_id,
-                    "to_status": row["to_status"],
-                    "checked_at": row["checked_at"],
-                }
+                change = row["change"]
+                from_run = None if change == NEWLY_SEEN else base_run_id
+                yield _change_row(row, change, from_run, run_id)
             if len(rows) < page:
                 break
             last = rows[-1]["check_id"]
+
+
+def _change_row(row: Any, change: str, from_run_id: int | None, run_id: int) -> dict[str, Any]:
+    """One line of `changes` (CHANGE_COLUMNS) from a row with the pair, the two statuses
+    and the answer's time."""
+    return {
+        "app_id": row["app_id"],
+        "user_id": row["user_id"],
+        "change": change,
+        "from_run_id": from_run_id,
+        "from_status": row["from_status"],
+        "to_run_id": run_id,
+        "to_status": row["to_status"],
+        "checked_at": row["checked_at"],
+    }
