@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import case, insert, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -45,10 +46,9 @@ from audit_job.commands import report as report_service  # noqa: E402
 from audit_job.commands.run.snapshot import take_snapshot  # noqa: E402
 from audit_job.config import DatabaseSettings, Settings  # noqa: E402
 from audit_job.models import CheckResult, CheckStatus  # noqa: E402
-from audit_job.store import bulk, migrate, partitions, results, summary  # noqa: E402
+from audit_job.store import bulk, migrate, partitions, results, run_changes, summary  # noqa: E402
 from audit_job.store import runs as run_store  # noqa: E402
 from audit_job.store.engine import create_engine  # noqa: E402
-from audit_job.store.snapshot import prepare_snapshot  # noqa: E402
 from audit_job.store.tables import audit_run  # noqa: E402
 
 CLI = str(Path(sys.executable).parent / "audit-job")
@@ -102,12 +102,15 @@ PG_PLAIN = [
         checked_at TIMESTAMPTZ, attempts INTEGER NOT NULL, http_status INTEGER,
         status_code INTEGER, api_code BIGINT, message VARCHAR(512), request_id VARCHAR(128),
         latency_ms INTEGER, claimed_by VARCHAR(64), expect VARCHAR(16),
-        CONSTRAINT pk_session_check PRIMARY KEY (id),
-        CONSTRAINT fk_session_check_run_id_audit_run FOREIGN KEY (run_id)
-            REFERENCES audit_run (id) ON DELETE CASCADE,
-        CONSTRAINT uq_session_check_app_id_user_id_run_id UNIQUE (app_id, user_id, run_id),
         CONSTRAINT ck_session_check_status
             CHECK (status IN ('pending', 'active', 'inactive', 'error')))""",
+]
+PG_PLAIN_KEYS = [
+    "ALTER TABLE session_check ADD CONSTRAINT pk_session_check PRIMARY KEY (id)",
+    "ALTER TABLE session_check ADD CONSTRAINT fk_session_check_run_id_audit_run "
+    "FOREIGN KEY (run_id) REFERENCES audit_run (id) ON DELETE CASCADE",
+    "ALTER TABLE session_check ADD CONSTRAINT uq_session_check_app_id_user_id_run_id "
+    "UNIQUE (app_id, user_id, run_id)",
     "CREATE INDEX ix_session_check_run_id_status_id ON session_check (run_id, status, id)",
 ]
 
@@ -185,6 +188,27 @@ async def drop_database(layout: Layout) -> None:
         layout.name = ""
 
 
+async def _load_run(conn: AsyncConnection, layout: Layout, run: int, pairs: int) -> None:
+    """One run's checks. A build shortcut on PostgreSQL, where the keys are built in bulk
+    after the rows are in (several times faster than row by row): partitioned, the run's
+    table is filled, then attached (which builds its indexes); unpartitioned, the keys are
+    made once after every run is in (PG_PLAIN_KEYS)."""
+    if not layout.partitioned:
+        await conn.execute(text(_sql(CHECKS, layout.kind, pairs, run)))
+        return
+    name = partitions.partition_name(run)
+    await conn.execute(
+        text(f"CREATE TABLE {name} (LIKE session_check INCLUDING DEFAULTS INCLUDING CONSTRAINTS)")
+    )
+    await conn.execute(text(_sql(CHECKS.replace("session_check", name, 1), "pg", pairs, run)))
+    await conn.execute(
+        text(
+            f"ALTER TABLE session_check ATTACH PARTITION {name} "
+            f"FOR VALUES FROM ({run}) TO ({run + 1})"
+        )
+    )
+
+
 async def build(layout: Layout, runs: int, pairs: int) -> float:
     """The history by SQL; returns the seconds it took."""
     started = time.monotonic()
@@ -216,11 +240,16 @@ async def build(layout: Layout, runs: int, pairs: int) -> float:
                         throttled=0,
                     )
                 )
-                await prepare_snapshot(conn, run)
-                await conn.execute(text(_sql(CHECKS, kind, pairs, run)))
-                if layout.summaries:
+                await _load_run(conn, layout, run, pairs)
+                if layout.summaries:  # what the tool writes when a run ends
                     await summary.write_summary(conn, run)
+                    if run == runs:  # the changes timed are the latest run's
+                        await run_changes.record_changes(conn, run)
             print(f"    {layout.label}: run {run}/{runs} built", flush=True)
+        if kind == "pg" and not layout.partitioned:
+            async with engine.begin() as conn:
+                for statement in PG_PLAIN_KEYS:
+                    await conn.execute(text(statement))
         if kind == "pg" and runs:  # the ids were given: the sequence carries on after them
             async with engine.begin() as conn:
                 await conn.execute(text(f"SELECT setval('audit_run_id_seq', {runs})"))
@@ -501,11 +530,13 @@ def show(layouts: list[Layout], empty: dict[str, Layout]) -> bool:
             ok &= _target(f"{lay.label}: writes vs empty", ratio >= 0.9, f"{ratio:.2f}x >= 0.90x")
         if lay.partitioned:
             for key, label, _unit, goal in ROWS:
-                if goal is not None:
-                    value = lay.figures[key]
-                    ok &= _target(
-                        f"{lay.label}: {label}", value < goal, f"{value:.2f} s < {goal:g} s"
-                    )
+                if goal is None:
+                    continue
+                value = lay.figures[key]
+                ok &= _target(f"{lay.label}: {label}", value < goal, f"{value:.2f} s < {goal:g} s")
+                inner = lay.figures.get(f"{key}_in_process")
+                if inner is not None:  # the same without the interpreter's start-up
+                    _target(f"{lay.label}: {label}, in process", inner < goal, f"{inner:.2f} s")
     return ok
 
 

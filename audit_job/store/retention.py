@@ -10,7 +10,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from audit_job.models import RunStatus
-from audit_job.store import partitions, summary
+from audit_job.store import partitions, run_changes, summary
 from audit_job.store.reports import NOT_REAL
 from audit_job.store.tables import audit_run, session_check
 
@@ -53,6 +53,7 @@ async def delete_checks_batch(conn: AsyncConnection, run_id: int, batch: int) ->
         delete(session_check).where(session_check.c.run_id == run_id, session_check.c.id.in_(ids))
     )
     await summary.clear_summary(conn, run_id)
+    await run_changes.forget_changes(conn, run_id)
     return len(ids)
 
 
@@ -62,4 +63,5 @@ async def drop_checks(conn: AsyncConnection, run_id: int) -> int | None:
     dropped = await partitions.drop_run_partition(conn, run_id)
     if dropped is not None:
         await summary.clear_summary(conn, run_id)
+        await run_changes.forget_changes(conn, run_id)
     return dropped

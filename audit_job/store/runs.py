@@ -19,7 +19,7 @@ from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from audit_job.models import CheckStatus, RunStatus
-from audit_job.store import events, outbox, summary, violations
+from audit_job.store import events, outbox, run_changes, summary, violations
 from audit_job.store.dialect import RUN_CREATION_ROW, lock_named_row
 from audit_job.store.tables import audit_run, leader_lease, session_check
 from audit_job.store.types import utcnow
@@ -154,7 +154,9 @@ async def take_over(conn: AsyncConnection, run_id: int, epoch: int | None = None
     if epoch is not None:
         values["epoch"] = epoch
     await conn.execute(update(audit_run).where(audit_run.c.id == run_id).values(**values))
-    await summary.clear_summary(conn, run_id)  # its counts change again: counted live
+    # Its checks change again: counted and compared live until it ends.
+    await summary.clear_summary(conn, run_id)
+    await run_changes.forget_changes(conn, run_id)
 
 
 async def status_counts(conn: AsyncConnection, run_id: int) -> dict[str, int]:
@@ -180,12 +182,11 @@ async def finish_run(
     counts: dict[str, int],
 ) -> dict[str, int]:
     """Close the run with its final totals (`counts`: status_counts read in this same
-    transaction) and its per-app counts for reports, and append `run.finished` /
-    `run.failed` in it when this is what ends the run. Whether it is, the UPDATE itself
-    says (`status <> :new`, under the row lock it takes): of several processes closing one
-    run with the same status, only the first appends the event (a failed run that is
-    resumed and finishes ends again, with `run.finished`)."""
-    await summary.write_summary(conn, run_id)
+    transaction), its per-app counts and its changes for reports, and append
+    `run.finished` / `run.failed` in it when this is what ends the run. Whether it is, the
+    UPDATE itself says (`status <> :new`, under the row lock it takes): of several
+    processes closing one run with the same status, only the first appends the event (a
+    failed run that is resumed and finishes ends again, with `run.finished`)."""
     now = utcnow()
     close = (
         update(audit_run)
@@ -202,8 +203,13 @@ async def finish_run(
         )
     )
     changed = await conn.execute(close.where(audit_run.c.status != status.value))
-    if changed.rowcount != 1:
+    ends_now = changed.rowcount == 1
+    if not ends_now:
         await conn.execute(close)  # closed with this status already: the totals, again
+    # After the UPDATE: the run row's lock makes its closers write these one at a time.
+    await summary.write_summary(conn, run_id)
+    await run_changes.record_changes(conn, run_id)
+    if not ends_now:
         return counts
     if status in ENDED:
         run = audit_run.c

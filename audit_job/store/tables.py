@@ -86,6 +86,8 @@ audit_run = Table(
     # when prune deleted its checks (the chain then checks its links only).
     Column("config_digest", CHAR(DIGEST_LENGTH)),
     Column("pruned_at", UtcDateTime),
+    # Migration 0011: the run its changes in audit_run_change are against (NULL: none kept).
+    Column("changes_base_id", Integer),
     CheckConstraint(_one_of("status", [s.value for s in RunStatus]), name="status"),
     UniqueConstraint("scheduled_for"),
     Index(None, "status"),
@@ -134,6 +136,24 @@ audit_run_summary = Table(
     Column("error", Integer, nullable=False),
     Column("pending", Integer, nullable=False),
     PrimaryKeyConstraint("run_id", "app_id"),
+)
+
+# A run's changes against the real run before it, written when it ends (store/run_changes.py)
+# so that `changes` reads a few rows instead of joining two runs of checks. `check_id` is the
+# session_check row the change was found on (this run's; the base run's for a pair gone),
+# which keeps the order the live comparison gives.
+audit_run_change = Table(
+    "audit_run_change",
+    metadata,
+    Column("run_id", Integer, ForeignKey("audit_run.id", ondelete="CASCADE"), nullable=False),
+    Column("check_id", BigId, nullable=False),
+    Column("app_id", String(ID_LENGTH), nullable=False),
+    Column("user_id", String(ID_LENGTH), nullable=False),
+    Column("change", String(32), nullable=False),
+    Column("from_status", String(16)),
+    Column("to_status", String(16)),
+    Column("checked_at", UtcDateTime),
+    PrimaryKeyConstraint("run_id", "check_id"),
 )
 
 session_state = Table(

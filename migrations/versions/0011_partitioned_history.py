@@ -1,5 +1,6 @@
-"""History in bounded time: session_check partitioned by run on PostgreSQL, and per-run,
-per-app counts (audit_run_summary) written when a run ends.
+"""History in bounded time: session_check partitioned by run on PostgreSQL; per-run,
+per-app counts (audit_run_summary) and a run's changes against the run before
+(audit_run_change, audit_run.changes_base_id) written when a run ends.
 
 Revision ID: 0011
 Revises: 0009
@@ -15,7 +16,8 @@ of a copy of session_check (about 1,000,000 rows every few seconds). The downgra
 the rows back into one plain table.
 
 SQLite and MySQL/MariaDB keep session_check as it is (README: "Partitioned history").
-`audit_run_summary` is made on every backend and filled for every run that is not running.
+`audit_run_summary` is made on every backend and filled for every run that is not running;
+`audit_run_change` starts empty (runs that ended before are compared live, as before).
 """
 
 from __future__ import annotations
@@ -24,12 +26,14 @@ import sqlalchemy as sa
 from alembic import op
 
 from audit_job.store.dialect import table_options
+from audit_job.store.types import BigId, UtcColumn
 
 revision = "0011"
 down_revision = "0010"
 branch_labels = None
 depends_on = None
 
+BIG_ID = BigId  # INTEGER on SQLite
 OLD = "session_check_unpartitioned"
 # (name in the final table, kind) of every index and key that has a schema-wide name
 RENAMED = (
@@ -132,6 +136,27 @@ def upgrade() -> None:
         ),
         **table_options(op.get_context().dialect),
     )
+    op.create_table(
+        "audit_run_change",
+        sa.Column("run_id", sa.Integer(), nullable=False),
+        sa.Column("check_id", BIG_ID, nullable=False),
+        sa.Column("app_id", sa.String(255), nullable=False),
+        sa.Column("user_id", sa.String(255), nullable=False),
+        sa.Column("change", sa.String(32), nullable=False),
+        sa.Column("from_status", sa.String(16)),
+        sa.Column("to_status", sa.String(16)),
+        sa.Column("checked_at", UtcColumn),
+        sa.PrimaryKeyConstraint("run_id", "check_id", name="pk_audit_run_change"),
+        sa.ForeignKeyConstraint(
+            ["run_id"],
+            ["audit_run.id"],
+            name="fk_audit_run_change_run_id_audit_run",
+            ondelete="CASCADE",
+        ),
+        **table_options(op.get_context().dialect),
+    )
+    # Plain ALTER TABLE on every backend (see 0009: no batch rebuild of audit_run on SQLite).
+    op.add_column("audit_run", sa.Column("changes_base_id", sa.Integer()))
     if op.get_context().dialect.name == "postgresql":
         _partition_pg()
     op.execute(SUMMARY_FILL)
@@ -140,4 +165,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     if op.get_context().dialect.name == "postgresql":
         _unpartition_pg()
+    op.drop_column("audit_run", "changes_base_id")
+    op.drop_table("audit_run_change")
     op.drop_table("audit_run_summary")

@@ -1,6 +1,7 @@
 """History by run: one partition per run on PostgreSQL (prune drops it), a plain table on
-SQLite and MariaDB (prune deletes rows); per-run summary rows that reports read; migration
-0011 converting a populated table both ways without losing or changing a row."""
+SQLite and MariaDB (prune deletes rows); per-run summary rows and recorded changes that
+reports read; migration 0011 converting a populated table both ways without losing or
+changing a row."""
 
 from __future__ import annotations
 
@@ -16,10 +17,17 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from audit_job.commands import prune as prune_service
 from audit_job.commands import report as service
 from audit_job.config import DatabaseSettings, Settings
-from audit_job.store import migrate, partitions
+from audit_job.store import migrate, partitions, run_changes
 from audit_job.store import runs as run_store
 from audit_job.store.engine import create_engine, opened
-from audit_job.store.tables import audit_run, audit_run_summary, session_check
+from audit_job.store.reports import changes as change_store
+from audit_job.store.tables import (
+    audit_run,
+    audit_run_change,
+    audit_run_summary,
+    audit_target,
+    session_check,
+)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -218,3 +226,32 @@ async def test_migration_0011_converts_a_populated_table_both_ways(empty_db_url:
             assert not await partitions.is_partitioned(conn)
     finally:
         await engine.dispose()
+
+
+async def test_recorded_changes_are_the_live_comparison(scenario: Scenario) -> None:
+    first, second = scenario.run_ids
+    async with opened(scenario.url) as engine:
+        async with engine.connect() as conn:
+            assert await run_changes.recorded_base(conn, second) == first
+            assert await run_changes.recorded_base(conn, first) is None  # no run before it
+            kept = (await conn.execute(select(func.count()).select_from(audit_run_change))).scalar()
+            assert kept and kept > 0
+        async with engine.begin() as conn:  # a pair gone is asked about when read
+            await conn.execute(
+                update(audit_target)
+                .where(audit_target.c.app_id == scenario.added[0])
+                .values(enabled=False)
+            )
+        recorded = [row async for row in change_store.stream_changes(engine, second, first, 2)]
+        async with engine.begin() as conn:
+            await run_changes.forget_changes(conn, second)
+            assert await run_changes.recorded_base(conn, second) is None
+        live = [row async for row in change_store.stream_changes(engine, second, first, 2)]
+        assert recorded == live
+        assert {row["change"] for row in live} >= {"newly_seen", "gone_from_targets"}
+        # The base run ending again (a resumed run) drops what was compared with it.
+        async with engine.begin() as conn:
+            await run_changes.record_changes(conn, second)
+            assert await run_changes.recorded_base(conn, second) == first
+            await run_store.take_over(conn, first)
+            assert await run_changes.recorded_base(conn, second) is None

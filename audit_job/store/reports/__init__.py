@@ -14,6 +14,8 @@ MySQL/MariaDB. Retention (deleting old checks) is store/retention.py.
 
 from __future__ import annotations
 
+from typing import Any
+
 from audit_job.models import RunStatus
 
 PAGE = 5000
@@ -68,3 +70,16 @@ DEACTIVATED = "active->inactive"
 NEWLY_SEEN = "newly_seen"
 GONE = "gone_from_targets"
 FIRST_SEEN = "first_seen"
+
+
+def newly_seen_or_flipped(now: Any, before: Any) -> Any:
+    """SQL: the pair has no row in the base run (`before`, outer-joined), or both runs
+    answered it and the answers differ (an error on either side is no answer)."""
+    from sqlalchemy import and_, or_
+
+    return or_(
+        before.c.id.is_(None),
+        and_(
+            now.c.active.is_not(None), before.c.active.is_not(None), now.c.active != before.c.active
+        ),
+    )

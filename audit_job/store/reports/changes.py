@@ -9,8 +9,16 @@ from typing import Any
 from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from audit_job.store.reports import ACTIVATED, DEACTIVATED, GONE, NEWLY_SEEN, PAGE
-from audit_job.store.tables import audit_target, session_check
+from audit_job.store import run_changes
+from audit_job.store.reports import (
+    ACTIVATED,
+    DEACTIVATED,
+    GONE,
+    NEWLY_SEEN,
+    PAGE,
+    newly_seen_or_flipped,
+)
+from audit_job.store.tables import audit_run_change, audit_target, session_check
 
 
 async def stream_changes(
@@ -23,7 +31,17 @@ async def stream_changes(
     - gone_from_targets: the pair was in the base run, is not in this one, and is no
       longer an enabled target (a run narrowed with --app does not make pairs "gone").
     An error on either side is no answer, so no change.
+
+    A run compared with the run before it reads what was recorded when it ended
+    (store/run_changes.py); any other comparison is made here, pair by pair.
     """
+    if base_run_id is not None:
+        async with engine.connect() as conn:
+            recorded = await run_changes.recorded_base(conn, run_id) == base_run_id
+        if recorded:
+            async for row in _recorded_changes(engine, run_id, base_run_id, page):
+                yield row
+            return
     now, before = session_check.alias("now_check"), session_check.alias("base_check")
     last = 0
     while True:
@@ -51,14 +69,7 @@ async def stream_changes(
             .where(
                 now.c.run_id == run_id,
                 now.c.id > last,
-                or_(
-                    before.c.id.is_(None),
-                    and_(
-                        now.c.active.is_not(None),
-                        before.c.active.is_not(None),
-                        now.c.active != before.c.active,
-                    ),
-                ),
+                newly_seen_or_flipped(now, before),
             )
             .order_by(now.c.id)
             .limit(page)
@@ -70,16 +81,7 @@ async def stream_changes(
                 change = NEWLY_SEEN
             else:
                 change = ACTIVATED if row["to_active"] else DEACTIVATED
-            yield {
-                "app_id": row["app_id"],
-                "user_id": row["user_id"],
-                "change": change,
-                "from_run_id": row["from_run_id"],
-                "from_status": row["from_status"],
-                "to_run_id": run_id,
-                "to_status": row["to_status"],
-                "checked_at": row["checked_at"],
-            }
+            yield _change_row(row, change, row["from_run_id"], run_id)
         if len(rows) < page:
             break
         last = rows[-1]["id"]
@@ -130,3 +132,54 @@ async def stream_changes(
         if len(rows) < page:
             return
         last = rows[-1]["id"]
+
+
+async def _recorded_changes(
+    engine: AsyncEngine, run_id: int, base_run_id: int, page: int
+) -> AsyncIterator[dict[str, Any]]:
+    """The recorded changes, in the live comparison's order: this run's rows by id, then
+    the pairs gone (those no longer an enabled target, asked now) by the base run's ids."""
+    rc = audit_run_change
+    for gone in (False, True):
+        last = 0
+        while True:
+            stmt = (
+                select(rc)
+                .where(rc.c.run_id == run_id, rc.c.check_id > last)
+                .order_by(rc.c.check_id)
+                .limit(page)
+            )
+            if gone:
+                target = and_(
+                    audit_target.c.app_id == rc.c.app_id, audit_target.c.user_id == rc.c.user_id
+                )
+                stmt = stmt.outerjoin(audit_target, target).where(
+                    rc.c.change == GONE,
+                    or_(audit_target.c.app_id.is_(None), audit_target.c.enabled.is_(False)),
+                )
+            else:
+                stmt = stmt.where(rc.c.change != GONE)
+            async with engine.connect() as conn:
+                rows = (await conn.execute(stmt)).mappings().all()
+            for row in rows:
+                change = row["change"]
+                from_run = None if change == NEWLY_SEEN else base_run_id
+                yield _change_row(row, change, from_run, run_id)
+            if len(rows) < page:
+                break
+            last = rows[-1]["check_id"]
+
+
+def _change_row(row: Any, change: str, from_run_id: int | None, run_id: int) -> dict[str, Any]:
+    """One line of `changes` (CHANGE_COLUMNS) from a row with the pair, the two statuses
+    and the answer's time."""
+    return {
+        "app_id": row["app_id"],
+        "user_id": row["user_id"],
+        "change": change,
+        "from_run_id": from_run_id,
+        "from_status": row["from_status"],
+        "to_run_id": run_id,
+        "to_status": row["to_status"],
+        "checked_at": row["checked_at"],
+    }
