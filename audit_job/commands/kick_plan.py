@@ -18,6 +18,7 @@ from audit_job.errors import ConfigError
 from audit_job.models import CheckStatus, Expect
 from audit_job.store import remediation as store
 from audit_job.store import targets as target_store
+from audit_job.store import violation_reads
 from audit_job.store import violations as violation_store
 from audit_job.store.tables import audit_run, session_check
 
@@ -107,7 +108,7 @@ async def make_plan(engine: AsyncEngine, choice: Choice) -> Plan:
     plan = Plan()
     if choice.violations:
         found: list[tuple[str, str, int]] = []
-        async for row in violation_store.stream(engine, open_only=True, app_id=choice.app_id):
+        async for row in violation_reads.stream(engine, open_only=True, app_id=choice.app_id):
             if row["expected"] != Expect.INACTIVE.value:
                 continue
             if choice.user_id is not None and row["user_id"] != choice.user_id:

@@ -24,7 +24,7 @@ from audit_job.errors import ConfigError, NotFound
 from audit_job.models import CheckStatus
 from audit_job.store import evidence as evidence_store
 from audit_job.store import reports as store
-from audit_job.store import violations as violation_store
+from audit_job.store import violation_reads
 from audit_job.store.reports import changes as change_store
 from audit_job.store.reports import checks, listing
 from audit_job.store.types import utcnow
@@ -245,8 +245,8 @@ async def report_of(conn: AsyncConnection, run: str | int | None) -> Report:
     previous = await listing.previous_run_id(conn, run_id)
     counts = await checks.app_status_counts(conn, [run_id] + ([previous] if previous else []))
     before = counts.get(previous, {}) if previous else {}
-    judged = await violation_store.per_app_of_run(conn, run_id)
-    still_open = await violation_store.open_after_run(conn, run_id, VIOLATION_LIST_LIMIT)
+    judged = await violation_reads.per_app_of_run(conn, run_id)
+    still_open = await violation_reads.open_after_run(conn, run_id, VIOLATION_LIST_LIMIT)
     return Report(
         run_id,
         previous,

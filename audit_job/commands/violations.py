@@ -10,6 +10,7 @@ from audit_job.commands.report import parse_time
 from audit_job.config import Settings
 from audit_job.errors import ConfigError
 from audit_job.policy import SEVERITY_VALUES
+from audit_job.store import violation_reads
 from audit_job.store import violations as store
 
 COLUMNS = store.VIOLATION_COLUMNS
@@ -33,7 +34,7 @@ async def listing(
     check_severity(severity)
     opened_since = parse_time(since, option="--since") if since else None
     async with open_database(settings) as engine:
-        async for row in store.stream(
+        async for row in violation_reads.stream(
             engine,
             open_only=open_only,
             app_id=app_id,

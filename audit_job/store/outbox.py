@@ -16,7 +16,7 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from audit_job.store import events, violations
+from audit_job.store import events, flips, violations
 from audit_job.store.types import utcnow
 from audit_job.store.violations import JudgedAnswer
 
@@ -37,7 +37,7 @@ async def record_answers(
     if not conclusive:
         return 0
     now = now or utcnow()
-    appended = max(0, await events.append_flips(conn, conclusive, now=now))
+    appended = max(0, await flips.append_flips(conn, conclusive, now=now))
     judged = await violations.judge(conn, conclusive, maybe_open=maybe_open, resolution=resolution)
     appended += await events.append(conn, judged, now=now)
     return appended

@@ -19,7 +19,7 @@ from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from audit_job.models import CheckStatus, RunStatus
-from audit_job.store import events, outbox, run_changes, summary, violations
+from audit_job.store import events, outbox, run_changes, summary, violation_reads
 from audit_job.store.dialect import RUN_CREATION_ROW, lock_named_row
 from audit_job.store.tables import audit_run, leader_lease, session_check
 from audit_job.store.types import utcnow
@@ -230,7 +230,7 @@ async def finish_run(
             retries=row.retries,
             throttled=row.throttled,
             message=message,
-            open_violations=await violations.count_open(conn),
+            open_violations=await violation_reads.count_open(conn),
         )
         await outbox.record_run_end(conn, event)
     return counts

@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from audit_job.models import RunStatus
-from audit_job.store import events, outbox, violations
+from audit_job.store import events, flips, outbox, violation_reads
 from audit_job.store.dialect import upsert_state
 from audit_job.store.engine import create_engine
 from audit_job.store.tables import audit_event, audit_run, audit_violation, session_state
@@ -276,10 +276,10 @@ async def test_the_flip_statement_agrees_with_the_portable_rule(engine: AsyncEng
     await write_batch(engine, [answer(f"u{i}", i % 3 == 0, 0, 1) for i in range(30)])
     batch = [answer(f"u{i}", i % 2 == 0, 2, 2) for i in range(40)]
     async with engine.begin() as conn:
-        sql_count = await events.append_flips(conn, batch, now=at(3))
+        sql_count = await flips.append_flips(conn, batch, now=at(3))
         sql_rows = await events.read_after(conn, 0)
         await conn.execute(audit_event.delete())
-        portable = await events._append_flips_portable(conn, events._latest_per_pair(batch), at(3))
+        portable = await flips._append_flips_portable(conn, flips._latest_per_pair(batch), at(3))
         portable_rows = await events.read_after(conn, 0)
     assert sql_count == portable == len(sql_rows) > 0
     assert [(r.type, r.user_id, json.loads(r.payload)) for r in sql_rows] == [
@@ -297,11 +297,11 @@ async def test_open_counts_for_the_metric(engine: AsyncEngine) -> None:
         ],
     )
     async with engine.connect() as conn:
-        assert await violations.open_counts(conn) == {
+        assert await violation_reads.open_counts(conn) == {
             ("payroll", "critical"): 2,
             ("payroll", "warning"): 1,
         }
-        assert await violations.count_open(conn) == 3
+        assert await violation_reads.count_open(conn) == 3
     async with engine.begin() as conn:
         await conn.execute(
             update(audit_violation)
@@ -309,18 +309,18 @@ async def test_open_counts_for_the_metric(engine: AsyncEngine) -> None:
             .values(is_open=None, resolved_at=at(1), resolution="check", resolved_run_id=2)
         )
     async with engine.connect() as conn:
-        assert await violations.open_counts(conn) == {("payroll", "critical"): 2}
+        assert await violation_reads.open_counts(conn) == {("payroll", "critical"): 2}
 
 
 async def test_a_run_that_started_with_none_open_skips_the_lookup(engine: AsyncEngine) -> None:
     """maybe_open=False (no violation was open when the run started): a batch without a
     contradiction writes nothing and asks nothing; a contradiction still opens one."""
     async with engine.connect() as conn:
-        assert not await violations.any_open(conn)
+        assert not await violation_reads.any_open(conn)
     async with engine.begin() as conn:
         quiet = [answer(f"u{i}", True, 0, 1) for i in range(10)]
         assert await outbox.record_answers(conn, quiet, maybe_open=False) == 0
         loud = [answer("u1", True, 0, 1, "inactive")]
         assert await outbox.record_answers(conn, loud, maybe_open=False) == 1
     async with engine.connect() as conn:
-        assert await violations.any_open(conn)
+        assert await violation_reads.any_open(conn)

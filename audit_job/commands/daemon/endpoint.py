@@ -25,7 +25,7 @@ from audit_job.config import Settings
 from audit_job.metrics import DaemonMetrics
 from audit_job.store import leader as lease_store
 from audit_job.store import sinks as sink_store
-from audit_job.store import violations as violation_store
+from audit_job.store import violation_reads
 from audit_job.store.types import utcnow
 
 log = logging.getLogger("audit_job.commands.daemon")
@@ -100,7 +100,7 @@ class Endpoint:
         assert self.engine is not None
         try:
             async with asyncio.timeout(2), self.engine.connect() as conn:
-                self.metrics.open_violations = await violation_store.open_counts(conn)
+                self.metrics.open_violations = await violation_reads.open_counts(conn)
                 if self.settings.sink:
                     self.metrics.events_pending = await pending_counts(conn, self.settings)
                     states = await sink_store.states(conn)

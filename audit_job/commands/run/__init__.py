@@ -28,7 +28,7 @@ from audit_job.commands.run.drive import drive
 from audit_job.commands.run.snapshot import SNAPSHOT_PARTS, plan
 from audit_job.commands.run.types import RunHandle, RunRequest, RunSummary
 from audit_job.config import LoadedConfig
-from audit_job.store import violations as violation_store
+from audit_job.store import violation_reads
 from audit_job.store.engine import describe_db_error
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ async def execute(
 async def _violations(engine: AsyncEngine, run_id: int) -> dict[str, int] | None:
     try:
         async with engine.connect() as conn:
-            return await violation_store.run_counts(conn, run_id)
+            return await violation_reads.run_counts(conn, run_id)
     except Exception as exc:  # the run is over and recorded: only its summary lacks them
         log.warning("violations of run %d not read: %s", run_id, describe_db_error(exc))
         return None

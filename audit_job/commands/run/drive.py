@@ -21,7 +21,7 @@ from audit_job.pipeline import End, Pipeline, PipelineSettings
 from audit_job.policy import PolicySet
 from audit_job.progress_counters import Progress
 from audit_job.store import runs as store
-from audit_job.store import violations as violation_store
+from audit_job.store import violation_reads
 from audit_job.store import workers as worker_store
 from audit_job.store.results import Judging
 
@@ -48,7 +48,7 @@ async def drive(
         await worker_store.register_worker(conn, worker_id, run_id, audit.workers)
         counts = await store.status_counts(conn, run_id)
         # None open now: none of this run's pairs can gain one but through its own answer.
-        maybe_open = await violation_store.any_open(conn)
+        maybe_open = await violation_reads.any_open(conn)
         # A worker joining a live run starts with its share of the rate and of the cap.
         live = len(await worker_store.live_workers(conn, run_id, audit.dead_after_seconds))
     judging = Judging(
