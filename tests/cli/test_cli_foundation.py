@@ -63,7 +63,8 @@ CONFIG_ERRORS = [
     ("[audit]\nconcurency = 3\n", "bad.toml: [audit] concurency: unknown key (did you mean"),
     (
         '[audit]\nconcurrency = "ten"\n',
-        'bad.toml: [audit] concurrency: must be an integer >= 1 and <= 4096, got "ten" (line 2)',
+        'bad.toml: [audit] concurrency: must be "auto" or an integer >= 1 and <= 4096, '
+        'got "ten" (line 2)',
     ),
     ("[audit]\nmax_attempts = 0\n", "bad.toml: [audit] max_attempts: must be an integer >= 1"),
     (
@@ -118,7 +119,7 @@ def test_lookup_order_through_the_cli(tmp_path: Path) -> None:
         ("explicit.toml", 3),
         (str(tmp_path / "env.toml"), 5),
         ("audit-job.toml", 7),
-        ("built-in defaults", 16),
+        ("built-in defaults", "auto"),
     ]
     assert json.loads(results[3].stdout)["settings"]["database"]["url"] == (
         "sqlite+aiosqlite:///./audit.db"

@@ -247,6 +247,16 @@ async def test_kick_dry_run_then_apply_resolves_through_the_recheck(
 
 
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.pg)])
+async def sent_at_least(url: str, proc: asyncio.subprocess.Process, more: int) -> None:
+    """Wait until `more` further pairs were sent to kick-users (or the process ended)."""
+    calls = select(func.count()).select_from(remediation).where(remediation.c.sent_at.is_not(None))
+    target = (await fetch(url, calls))[0][0] + more
+    deadline = asyncio.get_running_loop().time() + 90
+    while proc.returncode is None and (await fetch(url, calls))[0][0] < target:
+        assert asyncio.get_running_loop().time() < deadline, "no kick-users call in 90 s"
+        await asyncio.sleep(0.05)
+
+
 async def test_kill_during_apply_then_resume_kicks_each_user_once(
     emulator: Emulator, db_url: str, tmp_path: Path
 ) -> None:
@@ -258,7 +268,9 @@ async def test_kill_during_apply_then_resume_kicks_each_user_once(
         proc = await start(
             tmp_path, "-c", cfg, "kick", "--violations", "--apply", "--yes", "--max-users", "100"
         )
-        await asyncio.sleep(rng.uniform(0.8, 2.5))
+        # Killed after a random number of further kick-users calls (not after a random
+        # time: on a busy host the process may not have planned anything in seconds).
+        await sent_at_least(db_url, proc, rng.randint(1, 12))
         if proc.returncode is None:
             proc.send_signal(signal.SIGKILL)
         await proc.wait()
