@@ -479,7 +479,7 @@ async def test_a_killed_workers_rows_are_taken_over_and_every_pair_ends_once(
             )
             return len({row.worker_id for row in holders}) == 2
 
-        await until(worker_holds_rows, what="the worker's first claim")
+        await until(worker_holds_rows, 45, what="the worker's first claim")
         worker.process.kill()  # no release, no unregister: its claim is left behind
         await worker.wait()
         assert await owner.wait() == 0, owner.stderr
