@@ -5,10 +5,11 @@ Two rules, the lower wins, always within [min_limit, max_limit] (`[audit] max_co
 
 Little's law. Reaching `rate` requests a second at latency L takes rate x L requests in
 flight, so the limit is `ceil(rate x L_high x headroom)`: L_high is the 90th percentile of
-the last 256 answers' latencies (their spread, not their mean), headroom 1.1 keeps about one
-request waiting at the rate limiter so no paced slot goes unused. `rate` is what the rate
-limiter lets out now (`AdaptiveRateLimiter.pace`), read at every admission, so the limit
-follows its steps and probes. Before the first answer the latency is unknown, but never
+the last 256 answers' latencies (their spread, not their mean) plus the client's own
+lateness (below: a late loop wakes each request late for its rate slot), headroom 1.1
+keeps about one request waiting at the rate limiter so no paced slot goes unused. `rate` is
+what the rate limiter lets out now (`AdaptiveRateLimiter.pace`), read at every admission,
+so the limit follows its steps and probes. Before the first answer the latency is unknown, but never
 shorter than the age of the oldest request out: the limit grows with that age
 (`rate x age x headroom`), so a 500 ms API does not spend its first second at a guess.
 
@@ -25,10 +26,23 @@ a queue: at latencies of a few milliseconds a busy client host's own scheduling 
 double the median without any server queueing, and cutting for them starved a 300/s run down
 to one request in flight (benchmarks/run.py). A cut is judged by the first interval that
 starts a median latency after it (earlier answers were sent before it): if requests in
-flight fell by 15 % or more and the median did not fall (>= 95 % of before), the slowdown is
-not ours (the API got slower for everyone), so the baseline moves to the new median and the
-cap climbs back. Each cut is an experiment; no periodic probing is needed, and a standing
-queue never creeps the baseline up, since it moves down only, or on such a verdict.
+flight fell by 15 % or more and the median stayed (>= 85 % of before: a cut of our own
+queue brings it down to the tolerance, and an interval's median of a +-10 % spread varies),
+the slowdown is not ours (the API got slower for everyone), so the baseline moves to the
+new median and the cut is undone. Each cut is an experiment; no periodic probing is
+needed, and a standing queue never creeps the baseline up, since it moves down only, or on
+such a verdict.
+
+A cut needs two more things, since cutting only helps against a queue at the server:
+- The rate falls short: the interval's answers a second are under `SHORTFALL` (90 %) of the
+  rate the limiter lets out (`rate`, passed with each answer). While the pacer, not the
+  server, sets the pace, fewer in flight cannot lower anyone's latency; it only starves the
+  run.
+- The server is slower, not the client: the median less the client's own event-loop lateness
+  (`lag`, how late the event loop runs its timers, loop_lag.py) is what is compared
+  with the baseline. A CPU-starved client sees its own scheduling delay in every latency (a
+  5 ms API measured at 17 ms on a loaded 2-core host); reading it as server queueing cut the
+  limit, which lowered the rate, a spiral down (benchmarks/run.py).
 
 Cheap on the hot path: an answer appends to three small buffers; sorting happens once per
 16 answers (16 values) and once per interval (256 values).
@@ -42,18 +56,21 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from audit_job.loop_lag import LoopLag
+
 MAX_LIMIT = 256
 HEADROOM = 1.1
 HIGH_PERCENTILE = 0.9
 TOLERANCE = 1.5
 QUEUE_FLOOR_SECONDS = 0.005
 GROWTH = 0.1
+SHORTFALL = 0.9
 WINDOW_SAMPLES = 256
 INTERVAL_SECONDS = 0.1
 INTERVAL_SAMPLES = 16
 # A cut judged "not ours": in flight fell at least this much, the median at most this much.
 _FELL = 0.85
-_STAYED = 0.95
+_STAYED = 0.85
 # ceil() of a product that is an integer up to float rounding (500 x 0.006 = 3.0000000000000004).
 _ROUNDING = 1e-9
 
@@ -100,7 +117,10 @@ class AdaptiveConcurrency:
         self._high: float | None = None  # the window's high percentile, per interval
         self._base: float | None = None
         self._cap = float(max_limit)
-        self._cut: tuple[float, float, float] | None = None  # (at, in flight, median)
+        # The last cut: (at, in flight, median, the cap before it)
+        self._cut: tuple[float, float, float, float] | None = None
+        self._rate_seen = math.inf  # the rate let out, and the client's lag, at the last answer
+        self._lag_seen = 0.0
 
     @property
     def baseline_seconds(self) -> float | None:
@@ -121,10 +141,15 @@ class AdaptiveConcurrency:
         """Whether any answer has been seen (until then the oldest request's age counts)."""
         return bool(self._window)
 
-    def observe(self, latency_seconds: float, now: float) -> bool:
-        """One answer's latency; True when it closed an interval (the limit may have moved)."""
+    def observe(
+        self, latency_seconds: float, now: float, rate: float = math.inf, lag: float = 0.0
+    ) -> bool:
+        """One answer's latency; True when it closed an interval (the limit may have moved).
+        `rate`: what the rate limiter lets out now; `lag`: the client's own lateness."""
         if not (latency_seconds >= 0 and math.isfinite(latency_seconds)):
             return False
+        self._rate_seen = rate
+        self._lag_seen = lag
         self._window.append(latency_seconds)
         group = self._group
         group.append(latency_seconds)
@@ -156,6 +181,9 @@ class AdaptiveConcurrency:
                 high = max(0.0, now - oldest_sent_at)  # no answer yet: at least this long
             else:
                 high = 0.0
+        # A late loop also wakes each request late from its paced sleep: a slot is held
+        # that much longer than the latency shows.
+        high += self._lag_seen
         need = math.ceil(rate * high * self._headroom - _ROUNDING) if rate > 0 else 0
         if self._gradient:
             need = min(need, math.floor(self._cap))
@@ -173,25 +201,33 @@ class AdaptiveConcurrency:
         if self._base is None:
             self._base = median
         if self._gradient:
-            self._judge(now, started, median, in_flight)
+            answers_per_second = count / (now - started)
+            self._judge(now, started, median, in_flight, answers_per_second)
 
-    def _judge(self, now: float, started: float, median: float, in_flight: float) -> None:
+    def _judge(
+        self, now: float, started: float, median: float, in_flight: float, answers: float
+    ) -> None:
         base = self._base
         assert base is not None
         cut = self._cut
         if cut is not None:
-            cut_at, in_flight_before, median_before = cut
+            cut_at, in_flight_before, median_before, cap_before = cut
             if started < cut_at + median_before:
                 return  # these answers were sent before the cut: they cannot judge it
             self._cut = None
             if in_flight <= _FELL * in_flight_before and median >= _STAYED * median_before:
-                self._base = median  # less load, same latency: the API slowed, not from us
+                # Less load, same latency: the API slowed, not from us. Undo the cut.
+                self._base = median
+                self._cap = max(self._cap, cap_before)
                 return
-        ratio = median / base
-        if ratio > self._tolerance and median - base > self._queue_floor:
+        server_median = median - max(0.0, self._lag_seen)
+        ratio = server_median / base
+        short = answers < SHORTFALL * self._rate_seen
+        if short and ratio > self._tolerance and server_median - base > self._queue_floor:
             target = in_flight * self._tolerance / ratio
+            before = self._cap
             self._cap = max(float(self.min_limit), min(self._cap, target))
-            self._cut = (now, in_flight, median)
+            self._cut = (now, in_flight, median, before)
         elif self._cap < self.max_limit:
             self._cap = min(float(self.max_limit), self._cap * (1 + self._growth))
 
@@ -212,6 +248,7 @@ class InFlightGate:
         *,
         rule: AdaptiveConcurrency | None = None,
         rate: Callable[[], float] | None = None,
+        lag: Callable[[], float] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if rule is not None and rate is None:
@@ -220,6 +257,11 @@ class InFlightGate:
             raise ValueError(f"limit must be >= 1, got {limit!r}")
         self._rule = rule
         self._rate = rate
+        self._probe: LoopLag | None = None
+        if rule is not None and lag is None:
+            probe = self._probe = LoopLag(lambda: self.in_flight > 0 or bool(self._waiters))
+            lag = lambda: probe.seconds  # noqa: E731
+        self._lag = lag
         self._clock = clock
         self._limit = rule.min_limit if rule is not None else limit
         self.in_flight = 0
@@ -273,11 +315,15 @@ class InFlightGate:
         rule = self._rule
         if rule is not None and latency_seconds is not None:
             now = self._clock()
-            if rule.observe(latency_seconds, now) or self._waiters:
+            rate = self._rate() if self._rate is not None else math.inf
+            lag = self._lag() if self._lag is not None else 0.0
+            if rule.observe(latency_seconds, now, rate, lag) or self._waiters:
                 self._decide(now)
         self._wake()
 
     def _take(self) -> None:
+        if self._probe is not None:
+            self._probe.wake()
         self.in_flight += 1
         if self.in_flight > self.peak:
             self.peak = self.in_flight
@@ -329,10 +375,13 @@ def gate_for(
     *,
     max_concurrency: int = MAX_LIMIT,
     rate: Callable[[], float],
+    lag: Callable[[], float] | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> InFlightGate:
     """The gate for `[audit] concurrency`: pinned to an integer, or adaptive (None, for
-    "auto") within 1..max_concurrency, following `rate` (the limiter's `pace`)."""
+    "auto") within 1..max_concurrency, following `rate` (the limiter's `pace`) and
+    discounting the event loop's lateness (`lag`; measured by loop_lag.py when None)."""
     if concurrency is not None:
         return InFlightGate(concurrency, clock=clock)
-    return InFlightGate(rule=AdaptiveConcurrency(max_limit=max_concurrency), rate=rate, clock=clock)
+    rule = AdaptiveConcurrency(max_limit=max_concurrency)
+    return InFlightGate(rule=rule, rate=rate, lag=lag, clock=clock)

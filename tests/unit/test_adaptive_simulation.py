@@ -123,6 +123,25 @@ def test_a_blind_maximum_holds_far_more_than_a_fast_api_needs() -> None:
     assert run.gate_peak > 1.5 * littles_need(run)
 
 
+# A CPU-starved client: from 2 s to 6 s every coroutine wakes 12 ms late (a 5 ms API seen
+# at 17 ms), the server no slower.
+
+
+def starved(seconds: float) -> float:
+    return 0.012 if 2 <= seconds < 6 else 0.0
+
+
+def test_a_starved_client_keeps_its_rate() -> None:
+    run = simulate(Server(fixed(0.005)), 5000, rate=500, client_delay=starved)
+    assert min(run.server.accepted_per_second[s] for s in range(9)) >= 0.9 * 500
+    assert run.server.accepted_rate(skip_seconds=0) >= 0.95 * 500
+
+
+def test_reading_the_clients_lateness_as_a_queue_spirals_down() -> None:
+    run = simulate(Server(fixed(0.005)), 5000, rate=500, client_delay=starved, discount_lag=False)
+    assert min(run.server.accepted_per_second[s] for s in range(2, 6)) < 0.5 * 500
+
+
 # A server with capacity for 50 in flight, 20 ms each, queueing the rest.
 
 

@@ -25,13 +25,21 @@ def need(rate: float, latency: float) -> int:
     return math.ceil(rate * latency * HEADROOM - 1e-9)
 
 
-def feed(rule: AdaptiveConcurrency, latencies: list[float], start: float, seconds: float) -> float:
-    """Answers spread evenly over `seconds` from `start`; returns the time after them."""
+def feed(
+    rule: AdaptiveConcurrency,
+    latencies: list[float],
+    start: float,
+    seconds: float,
+    rate: float = math.inf,
+    lag: float = 0.0,
+) -> float:
+    """Answers spread evenly over `seconds` from `start` (the limiter letting out `rate`,
+    the client `lag` late); returns the time after them."""
     step = seconds / len(latencies)
     now = start
     for latency in latencies:
         now += step
-        rule.observe(latency, now)
+        rule.observe(latency, now, rate, lag)
     return now
 
 
@@ -42,13 +50,19 @@ def spread(center: float, n: int = 64) -> list[float]:
 
 
 def steady(
-    rule: AdaptiveConcurrency, latency: float, in_flight: float, seconds: float, start: float
+    rule: AdaptiveConcurrency,
+    latency: float,
+    in_flight: float,
+    seconds: float,
+    start: float,
+    pace: float = math.inf,
+    lag: float = 0.0,
 ) -> float:
     """Intervals of answers at `latency` with `in_flight` requests out (Little: the answer
     rate is in_flight / latency); returns the time at the end."""
     rate = in_flight / latency
     count = max(INTERVAL_SAMPLES, round(rate * seconds))
-    return feed(rule, [latency] * count, start, count / rate)
+    return feed(rule, [latency] * count, start, count / rate, pace, lag)
 
 
 # Little's law.
@@ -131,6 +145,46 @@ def test_without_the_queue_floor_host_jitter_starves_the_run() -> None:
     now = steady(rule, 0.002, 2, 0.5, T0)
     steady(rule, 0.005, 2, 0.5, now)
     assert rule.cap < 2  # one request in flight: a 300/s run at 5 ms gets 200/s at most
+
+
+def test_while_the_pacer_sets_the_pace_a_slower_answer_cuts_nothing() -> None:
+    """500/s paced out and 500/s answered, at three times the baseline: fewer in flight
+    would only lower the rate (SHORTFALL)."""
+    rule = AdaptiveConcurrency()
+    now = steady(rule, 0.020, 10, 0.5, T0, pace=500)
+    steady(rule, 0.060, 30, 0.5, now, pace=500)
+    assert rule.cap == 256
+
+
+def test_without_the_shortfall_rule_a_paced_run_is_cut() -> None:
+    rule = AdaptiveConcurrency()
+    now = steady(rule, 0.020, 10, 0.5, T0)  # no pace known: any slowdown may be a queue
+    steady(rule, 0.060, 30, 0.5, now)
+    assert rule.cap < 30
+
+
+def test_the_clients_own_lateness_is_not_a_server_queue() -> None:
+    """A 5 ms API seen at 17 ms by a CPU-starved client whose paced sleeps wake 12 ms late;
+    it falls short of its 500/s, but the server is no slower: no cut."""
+    rule = AdaptiveConcurrency()
+    now = steady(rule, 0.005, 2.5, 0.5, T0, pace=500)
+    steady(rule, 0.017, 5, 0.5, now, pace=500, lag=0.012)
+    assert rule.cap == 256
+
+
+def test_without_the_lateness_a_starved_client_cuts_its_own_limit() -> None:
+    rule = AdaptiveConcurrency()
+    now = steady(rule, 0.005, 2.5, 0.5, T0, pace=500)
+    steady(rule, 0.017, 5, 0.5, now, pace=500)
+    assert rule.cap < 5
+
+
+def test_a_real_queue_is_cut_even_on_a_late_client() -> None:
+    """The lateness is taken off the median, not a licence to ignore the server."""
+    rule = AdaptiveConcurrency()
+    now = steady(rule, 0.020, 40, 0.5, T0, pace=10_000)
+    steady(rule, 0.100, 250, 0.2, now, pace=10_000, lag=0.005)
+    assert rule.cap < 100
 
 
 def test_gradient_disabled_never_cuts() -> None:
