@@ -5,13 +5,16 @@ Two rules, the lower wins, always within [min_limit, max_limit] (`[audit] max_co
 
 Little's law. Reaching `rate` requests a second at latency L takes rate x L requests in
 flight, so the limit is `ceil(rate x L_high x headroom)`: L_high is the 90th percentile of
-the last 256 answers' latencies (their spread, not their mean) plus the client's own
-lateness (below: a late loop wakes each request late for its rate slot), headroom 1.1
-keeps about one request waiting at the rate limiter so no paced slot goes unused. `rate` is
-what the rate limiter lets out now (`AdaptiveRateLimiter.pace`), read at every admission,
-so the limit follows its steps and probes. Before the first answer the latency is unknown, but never
-shorter than the age of the oldest request out: the limit grows with that age
-(`rate x age x headroom`), so a 500 ms API does not spend its first second at a guess.
+the last 256 answers' hold times (their spread, not their mean): from when the request's
+rate slot was due to its answer, the latency plus what the client itself spent around it (a
+late loop wakes the request late for its slot and takes up the answer late: on a loaded
+2-core host a 5 ms API held each slot ~25 ms, and a limit from the latency alone ran at 70 %
+of the rate, benchmarks/run.py). Headroom 1.1 keeps about one request waiting at the rate
+limiter so no paced slot goes unused. `rate` is what the rate limiter lets out now
+(`AdaptiveRateLimiter.pace`), read at every admission, so the limit follows its steps and
+probes. Before the first answer the latency is unknown, but never shorter than the age of
+the oldest request out: the limit grows with that age (`rate x age x headroom`), so a 500 ms
+API does not spend its first second at a guess.
 
 Gradient (the server queueing). Answers are grouped into intervals (>= 100 ms and >= 16
 answers); for each, its median latency m and the requests in flight it saw, X = answers a
@@ -50,13 +53,8 @@ Cheap on the hot path: an answer appends to three small buffers; sorting happens
 
 from __future__ import annotations
 
-import asyncio
 import math
-import time
 from collections import deque
-from collections.abc import Callable
-
-from audit_job.loop_lag import LoopLag
 
 MAX_LIMIT = 256
 HEADROOM = 1.1
@@ -142,15 +140,27 @@ class AdaptiveConcurrency:
         return bool(self._window)
 
     def observe(
-        self, latency_seconds: float, now: float, rate: float = math.inf, lag: float = 0.0
+        self,
+        latency_seconds: float,
+        now: float,
+        rate: float = math.inf,
+        lag: float = 0.0,
+        held: float | None = None,
     ) -> bool:
         """One answer's latency; True when it closed an interval (the limit may have moved).
-        `rate`: what the rate limiter lets out now; `lag`: the client's own lateness."""
+        `rate`: what the rate limiter lets out now; `lag`: the client's own lateness;
+        `held`: how long its slot was held beyond the intended wait for the rate, when
+        known (Little's law counts that; the gradient judges the latency)."""
         if not (latency_seconds >= 0 and math.isfinite(latency_seconds)):
             return False
         self._rate_seen = rate
         self._lag_seen = lag
-        self._window.append(latency_seconds)
+        if held is None:
+            # Unknown: a late loop also wakes each request late from its paced sleep.
+            held = latency_seconds + max(0.0, lag)
+        elif not (held >= latency_seconds and math.isfinite(held)):
+            held = latency_seconds
+        self._window.append(held)
         group = self._group
         group.append(latency_seconds)
         if len(group) >= INTERVAL_SAMPLES:
@@ -181,9 +191,6 @@ class AdaptiveConcurrency:
                 high = max(0.0, now - oldest_sent_at)  # no answer yet: at least this long
             else:
                 high = 0.0
-        # A late loop also wakes each request late from its paced sleep: a slot is held
-        # that much longer than the latency shows.
-        high += self._lag_seen
         need = math.ceil(rate * high * self._headroom - _ROUNDING) if rate > 0 else 0
         if self._gradient:
             need = min(need, math.floor(self._cap))
@@ -230,158 +237,3 @@ class AdaptiveConcurrency:
             self._cut = (now, in_flight, median, before)
         elif self._cap < self.max_limit:
             self._cap = min(float(self.max_limit), self._cap * (1 + self._growth))
-
-
-class InFlightGate:
-    """Admission for attempts: `try_acquire()` or `await acquire()` before the rate limiter,
-    `release(latency)` after the answer (latency None when there was no answer).
-
-    A fixed `limit`, or an `AdaptiveConcurrency` rule fed by the releases and reading the
-    rate limiter's current rate (`rate`). Waiters are admitted in arrival order; a slot freed
-    goes to the first waiter at once, so a newcomer never overtakes it. The limit may be
-    changed at runtime (`set_limit`); lowering it lets the extra requests finish.
-    """
-
-    def __init__(
-        self,
-        limit: int = 16,
-        *,
-        rule: AdaptiveConcurrency | None = None,
-        rate: Callable[[], float] | None = None,
-        lag: Callable[[], float] | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        if rule is not None and rate is None:
-            raise ValueError("an adaptive gate needs the rate it serves (rate=...)")
-        if limit < 1:
-            raise ValueError(f"limit must be >= 1, got {limit!r}")
-        self._rule = rule
-        self._rate = rate
-        self._probe: LoopLag | None = None
-        if rule is not None and lag is None:
-            probe = self._probe = LoopLag(lambda: self.in_flight > 0 or bool(self._waiters))
-            lag = lambda: probe.seconds  # noqa: E731
-        self._lag = lag
-        self._clock = clock
-        self._limit = rule.min_limit if rule is not None else limit
-        self.in_flight = 0
-        self.peak = 0
-        self._waiters: deque[asyncio.Future[None]] = deque()
-        self._first_sent_at: float | None = None
-        self._timer: asyncio.TimerHandle | None = None
-
-    @property
-    def limit(self) -> int:
-        return self._limit
-
-    @property
-    def waiting(self) -> int:
-        return sum(1 for w in self._waiters if not w.done())
-
-    def set_limit(self, limit: int) -> None:
-        """Pin the limit (a fixed gate) or override the rule's until its next decision."""
-        if limit < 1:
-            raise ValueError(f"limit must be >= 1, got {limit!r}")
-        self._limit = limit
-        self._wake()
-
-    def try_acquire(self) -> bool:
-        """Take a slot if one is free and nobody waits (True); else change nothing."""
-        if self._waiters:
-            return False
-        if self._rule is not None:
-            self._decide(self._clock())  # the rate may have moved since the last answer
-        if self.in_flight >= self._limit:
-            return False
-        self._take()
-        return True
-
-    async def acquire(self) -> None:
-        """Wait for a slot, in arrival order. Cancelling while waiting gives nothing up."""
-        if self.try_acquire():
-            return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        self._arm_timer()
-        try:
-            await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                self.release()  # admitted just as we were cancelled: hand the slot on
-            raise
-
-    def release(self, latency_seconds: float | None = None) -> None:
-        self.in_flight -= 1
-        rule = self._rule
-        if rule is not None and latency_seconds is not None:
-            now = self._clock()
-            rate = self._rate() if self._rate is not None else math.inf
-            lag = self._lag() if self._lag is not None else 0.0
-            if rule.observe(latency_seconds, now, rate, lag) or self._waiters:
-                self._decide(now)
-        self._wake()
-
-    def _take(self) -> None:
-        if self._probe is not None:
-            self._probe.wake()
-        self.in_flight += 1
-        if self.in_flight > self.peak:
-            self.peak = self.in_flight
-        if self._first_sent_at is None:
-            self._first_sent_at = self._clock()
-
-    def _decide(self, now: float) -> None:
-        rule, rate = self._rule, self._rate
-        assert rule is not None and rate is not None
-        self._limit = rule.limit(rate(), now, self._first_sent_at)
-
-    def _wake(self) -> None:
-        waiters = self._waiters
-        while waiters and self.in_flight < self._limit:
-            waiter = waiters.popleft()
-            if waiter.done():  # cancelled while waiting
-                continue
-            self._take()
-            waiter.set_result(None)
-        while waiters and waiters[0].done():
-            waiters.popleft()
-
-    def _arm_timer(self) -> None:
-        """Before the first answer the limit grows with time alone (the oldest request's
-        age): wake up when it admits the next waiter, since no release may come before."""
-        rule, rate = self._rule, self._rate
-        if rule is None or rule.warmed_up or self._timer is not None or rate is None:
-            return
-        first = self._first_sent_at
-        per_second = rate() * rule.headroom
-        if first is None or per_second <= 0:
-            return
-        # ceil(rate x age x headroom) exceeds the requests out once age > out / per_second.
-        due = first + self.in_flight / per_second
-        delay = max(0.0, due - self._clock()) + 1e-6
-        self._timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        if self._rule is not None and not self._rule.warmed_up:
-            self._decide(self._clock())
-        self._wake()
-        if self._waiters:
-            self._arm_timer()
-
-
-def gate_for(
-    concurrency: int | None,
-    *,
-    max_concurrency: int = MAX_LIMIT,
-    rate: Callable[[], float],
-    lag: Callable[[], float] | None = None,
-    clock: Callable[[], float] = time.monotonic,
-) -> InFlightGate:
-    """The gate for `[audit] concurrency`: pinned to an integer, or adaptive (None, for
-    "auto") within 1..max_concurrency, following `rate` (the limiter's `pace`) and
-    discounting the event loop's lateness (`lag`; measured by loop_lag.py when None)."""
-    if concurrency is not None:
-        return InFlightGate(concurrency, clock=clock)
-    rule = AdaptiveConcurrency(max_limit=max_concurrency)
-    return InFlightGate(rule=rule, rate=rate, lag=lag, clock=clock)

@@ -276,10 +276,11 @@ class AdaptiveRateLimiter:
         released.append(now)
         return True
 
-    async def acquire(self) -> None:
-        """Wait for this caller's slot. Cancelling while waiting forfeits the slot."""
+    async def acquire(self) -> float:
+        """Wait for this caller's slot; returns when the slot was due (what waiting past it
+        cost is the client's own lateness). Cancelling while waiting forfeits the slot."""
         if self.try_acquire():
-            return
+            return self._clock()
         now = self._clock()
         interval = PACING_MARGIN / self._in_force(now)
         tat = self._tat
@@ -293,7 +294,7 @@ class AdaptiveRateLimiter:
             now = self._clock()
             if len(released) < (released.maxlen or 1) or now - released[0] >= _GUARD_WINDOW:
                 released.append(now)
-                return
+                return slot
             await self._sleep(released[0] + _GUARD_WINDOW - now + _GUARD_EPSILON_SECONDS)
 
     def on_throttle(self, sent_at: float | None = None) -> bool:

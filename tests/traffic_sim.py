@@ -25,7 +25,8 @@ from typing import Any
 
 from virtual_loop import run_virtual
 
-from audit_job.concurrency import AdaptiveConcurrency, InFlightGate
+from audit_job.concurrency import AdaptiveConcurrency
+from audit_job.inflight_gate import InFlightGate
 from audit_job.limiter import AdaptiveRateLimiter
 
 OK, THROTTLED, BUSY = "ok", "throttled", "busy"

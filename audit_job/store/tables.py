@@ -86,6 +86,8 @@ audit_run = Table(
     # when prune deleted its checks (the chain then checks its links only).
     Column("config_digest", CHAR(DIGEST_LENGTH)),
     Column("pruned_at", UtcDateTime),
+    # The learned rate the run started at (migration 0012), NULL at the configured rate.
+    Column("learned_rate_per_second", Double),
     CheckConstraint(_one_of("status", [s.value for s in RunStatus]), name="status"),
     UniqueConstraint("scheduled_for"),
     Index(None, "status"),

@@ -11,6 +11,7 @@ from test_run import checks_of, config_for, run_once, sample_pairs, seed_targets
 from audit_job.emulator import Emulator, EmulatorOptions, truth
 from audit_job.models import RunStatus
 from audit_job.store.engine import opened
+from audit_job.store.reports.listing import recent_runs
 from audit_job.store.tables import learned_rate
 
 SEED = 5
@@ -54,6 +55,12 @@ async def test_a_run_the_server_bounds_leaves_a_learned_rate_the_next_run_starts
 
         third = await run_once(loaded, use_learned_rate=False)  # --no-learned-rate
         assert third.pacing is not None and third.pacing.learned_rate is None
+
+    async with opened(db_url) as engine, engine.connect() as conn:
+        listed = {row["id"]: row for row in await recent_runs(conn, 10)}
+    assert listed[first.run_id]["learned_rate_per_second"] is None
+    assert listed[second.run_id]["learned_rate_per_second"] == round(row["rate_per_second"], 1)
+    assert listed[third.run_id]["learned_rate_per_second"] is None
 
     for run in (first, second, third):
         checks = await checks_of(db_url, run.run_id)

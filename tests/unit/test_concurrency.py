@@ -9,13 +9,8 @@ import math
 import pytest
 from virtual_loop import run_virtual
 
-from audit_job.concurrency import (
-    HEADROOM,
-    INTERVAL_SAMPLES,
-    AdaptiveConcurrency,
-    InFlightGate,
-    gate_for,
-)
+from audit_job.concurrency import HEADROOM, INTERVAL_SAMPLES, AdaptiveConcurrency
+from audit_job.inflight_gate import InFlightGate, gate_for
 
 T0 = 1000.0
 
@@ -409,3 +404,15 @@ def test_gate_for_auto_is_bounded_by_max_concurrency() -> None:
         return taken
 
     assert run_virtual(scenario()) == 8
+
+
+def test_littles_law_counts_how_long_a_slot_is_held_not_only_the_latency() -> None:
+    """A 5 ms answer whose slot a busy client held 25 ms: the rate needs 25 ms of slots."""
+    held, latency_only = AdaptiveConcurrency(), AdaptiveConcurrency()
+    now = T0
+    for _ in range(64):
+        now += 0.002
+        held.observe(0.005, now, 500, 0.0, 0.025)
+        latency_only.observe(0.005, now, 500, 0.0)
+    assert held.limit(500, now, None) == need(500, 0.025)
+    assert latency_only.limit(500, now, None) == need(500, 0.005)
