@@ -24,17 +24,17 @@ run's first 100 ms. When m > tolerance x B (1.5), latency grew with load: the se
 what it cannot serve, and more in flight only adds waiting. If latency is proportional to
 load beyond the server's capacity, X x tolerance x B / m in flight brings the median back to
 tolerance x B, so the cap moves there in one step. While m <= tolerance x B the cap grows by
-10 % an interval, probing for room. A median less than `queue_floor` (5 ms) above B is never
-a queue: at latencies of a few milliseconds a busy client host's own scheduling delays
-double the median without any server queueing, and cutting for them starved a 300/s run down
-to one request in flight (benchmarks/run.py). A cut is judged by the first interval that
-starts a median latency after it (earlier answers were sent before it): if requests in
-flight fell by 15 % or more and the median stayed (>= 85 % of before: a cut of our own
-queue brings it down to the tolerance, and an interval's median of a +-10 % spread varies),
-the slowdown is not ours (the API got slower for everyone), so the baseline moves to the
-new median and the cut is undone. Each cut is an experiment; no periodic probing is
-needed, and a standing queue never creeps the baseline up, since it moves down only, or on
-such a verdict.
+10 % an interval, probing for room. A median less than `queue_floor` (15 ms) above B is
+never a queue: a busy client host's own scheduling delays add 5-15 ms to every answer
+without any server queueing, and cutting for them starved a 300/s run down to one request in
+flight, and a 500/s run at 5 ms to 55 % of its rate (benchmarks/run.py). A cut is judged by
+the first interval that starts a median latency after it (earlier answers were sent before
+it): if requests in flight fell by 15 % or more and the median stayed (>= 85 % of before: a
+cut of our own queue brings it down to the tolerance, and an interval's median of a +-10 %
+spread varies), the slowdown is not ours (the API got slower for everyone), so the baseline
+moves to the new median and the cut is undone. Each cut is an experiment; no periodic
+probing is needed, and a standing queue never creeps the baseline up, since it moves down
+only, or on such a verdict.
 
 A cut needs two more things, since cutting only helps against a queue at the server:
 - The rate falls short: the interval's answers a second are under `SHORTFALL` (90 %) of the
@@ -42,7 +42,8 @@ A cut needs two more things, since cutting only helps against a queue at the ser
   server, sets the pace, fewer in flight cannot lower anyone's latency; it only starves the
   run.
 - The server is slower, not the client: the median less the client's own event-loop lateness
-  (`lag`, how late the event loop runs its timers, loop_lag.py) is what is compared
+  (`lag`, how late the event loop runs its timers, loop_lag.py; at most half the rise over
+  the baseline, so a client slowed by a queue of answers still sees it) is what is compared
   with the baseline. A CPU-starved client sees its own scheduling delay in every latency (a
   5 ms API measured at 17 ms on a loaded 2-core host); reading it as server queueing cut the
   limit, which lowered the rate, a spiral down (benchmarks/run.py).
@@ -60,7 +61,7 @@ MAX_LIMIT = 256
 HEADROOM = 1.1
 HIGH_PERCENTILE = 0.9
 TOLERANCE = 1.5
-QUEUE_FLOOR_SECONDS = 0.005
+QUEUE_FLOOR_SECONDS = 0.015
 GROWTH = 0.1
 SHORTFALL = 0.9
 WINDOW_SAMPLES = 256
@@ -227,7 +228,9 @@ class AdaptiveConcurrency:
                 self._base = median
                 self._cap = max(self._cap, cap_before)
                 return
-        server_median = median - max(0.0, self._lag_seen)
+        # The client's lateness is taken off, but never more than half the rise: a client
+        # slowed by its own queue of answers must still see the server's.
+        server_median = median - min(max(0.0, self._lag_seen), max(0.0, median - base) / 2)
         ratio = server_median / base
         short = answers < SHORTFALL * self._rate_seen
         if short and ratio > self._tolerance and server_median - base > self._queue_floor:

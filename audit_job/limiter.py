@@ -38,7 +38,7 @@ server's limit, then spends little time far below the limit after each 429, inst
 crawling back from 70 % every time; the slow probe still finds a limit that was raised.
 
 One-step convergence (optional, `settle_fraction`; `converging()`): beyond strays the rate
-does not shrink by a guessed factor; it moves at once to sending `settle_fraction` (97 %) of
+does not shrink by a guessed factor; it moves at once to sending `settle_fraction` (98 %) of
 what the server let through (convergence.py: the rule, the delivery measure, when to probe
 again), as TCP BBR sets its rate to the bottleneck's delivery rate. The client reports each
 answer that was not a throttle (`on_success`, one addition) and each throttle's send time:
@@ -203,7 +203,7 @@ class AdaptiveRateLimiter:
     ) -> AdaptiveRateLimiter:
         """One-step convergence, for a client that reports every answer let through
         (`on_success`) and each throttle's send time (`on_throttle(sent_at)`): step only
-        beyond strays (3, and 2 % of the rate, within a second), to sending 97 % of what
+        beyond strays (3, and 2 % of the rate, within a second), to sending 98 % of what
         the server let through (10 % down while too few answers tell); probe upwards at
         1 % of that per second after 0.5 s, or after 30 s when a precise step shows the
         server bounds the rate (tests/unit/test_adaptive_simulation.py shows the targets).
@@ -215,7 +215,7 @@ class AdaptiveRateLimiter:
             recovery_delay_seconds=0.5,
             min_throttles=3,
             throttle_share=0.02,
-            settle_fraction=0.97,
+            settle_fraction=0.98,
             probe_fraction=0.01,
             probe_after_seconds=30.0,
             initial_rate=initial_rate,

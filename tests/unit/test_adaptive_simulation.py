@@ -123,18 +123,18 @@ def test_a_blind_maximum_holds_far_more_than_a_fast_api_needs() -> None:
     assert run.gate_peak > 1.5 * littles_need(run)
 
 
-# A CPU-starved client: from 2 s to 6 s every coroutine wakes 12 ms late (a 5 ms API seen
-# at 17 ms), the server no slower.
+# A CPU-starved client: from 2 s to 6 s every coroutine wakes 25 ms late (a 5 ms API seen
+# at 30 ms), the server no slower.
 
 
 def starved(seconds: float) -> float:
-    return 0.012 if 2 <= seconds < 6 else 0.0
+    return 0.025 if 2 <= seconds < 6 else 0.0
 
 
 def test_a_starved_client_keeps_its_rate() -> None:
     run = simulate(Server(fixed(0.005)), 5000, rate=500, client_delay=starved)
     # The second the host turns slow costs a little (the hold times' percentile catches up).
-    assert run.server.accepted_per_second[2] >= 0.75 * 500
+    assert run.server.accepted_per_second[2] >= 0.6 * 500
     assert min(run.server.accepted_per_second[s] for s in (0, 1, *range(3, 9))) >= 0.95 * 500
 
 

@@ -170,8 +170,8 @@ def test_the_clients_own_lateness_is_not_a_server_queue() -> None:
 def test_without_the_lateness_a_starved_client_cuts_its_own_limit() -> None:
     rule = AdaptiveConcurrency()
     now = steady(rule, 0.005, 2.5, 0.5, T0, pace=500)
-    steady(rule, 0.017, 5, 0.5, now, pace=500)
-    assert rule.cap < 5
+    steady(rule, 0.030, 10, 0.5, now, pace=500)  # 25 ms late: beyond the queue floor
+    assert rule.cap < 10
 
 
 def test_a_real_queue_is_cut_even_on_a_late_client() -> None:
