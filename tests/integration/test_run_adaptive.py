@@ -101,3 +101,24 @@ async def test_auto_concurrency_is_bounded_by_max_concurrency(db_url: str) -> No
         assert emu.stats()["max_in_flight"] <= 8
     assert summary.status is RunStatus.SUCCEEDED
     assert summary.pacing is not None and summary.pacing.concurrency_peak <= 8
+
+
+async def test_rate_limit_headers_pace_a_run_below_the_servers_limit(db_url: str) -> None:
+    """The server says its budget (100/s, a bucket of 10) in RateLimit headers; told 400/s,
+    the run paces by them instead of finding the limit by its 429s (which a run without the
+    headers needs: the rate steps only after 3 throttles and 2 % of the rate, 8, in a
+    second). Learning is off so that each run starts from the cap."""
+    pairs = sample_pairs(300)
+    await seed_targets(db_url, pairs)
+    throttled = {}
+    for style in ("ietf", "off"):
+        options = EmulatorOptions(seed=SEED, rate=100, burst=10, rate_limit_headers=style)
+        async with Emulator(options) as emu:
+            loaded = config_for(db_url, emu.url, concurrency="auto", rate_per_second=400)
+            run = await run_once(loaded, use_learned_rate=False)
+            assert run.status is RunStatus.SUCCEEDED
+            throttled[style] = run.throttled
+            checks = await checks_of(db_url, run.run_id)
+            assert {p: c.active for p, c in checks.items()} == {p: truth(*p, SEED) for p in pairs}
+    print(f"429s with the headers {throttled['ietf']}, without {throttled['off']}")
+    assert throttled["ietf"] < 8 <= throttled["off"]
