@@ -9,6 +9,7 @@ import math
 import pytest
 from virtual_loop import run_virtual
 
+import audit_job.concurrency
 from audit_job.concurrency import HEADROOM, INTERVAL_SAMPLES, AdaptiveConcurrency
 from audit_job.inflight_gate import InFlightGate, gate_for
 
@@ -198,12 +199,35 @@ def test_answers_sent_before_a_cut_cannot_judge_it() -> None:
     cut, cut_at = rule.cap, now
     # The next interval starts at the cut, so its answers were sent before it: the latency
     # looks fine, but nothing is concluded (no growth).
-    now = feed(rule, [0.025] * 32, now, 0.1)
+    now = steady(rule, 0.025, 62.5, 0.1, now)  # the server still answers 2,500/s
     assert now - cut_at < 0.1 + 1e-9
     assert rule.cap == cut
     # One starting a median latency (100 ms) after the cut is judged: fine, so it grows.
-    now = feed(rule, [0.025] * 32, now, 0.1)
+    now = steady(rule, 0.025, 62.5, 0.1, now)
     assert rule.cap == pytest.approx(cut * 1.1)
+
+
+def test_a_cut_that_costs_answers_is_undone() -> None:
+    """A client busy with its own CPU: latency grows with what it has in flight, as at a
+    saturated server, but a cut does not keep the answers coming: it is undone."""
+    rule = AdaptiveConcurrency()
+    now = steady(rule, 0.002, 4, 0.5, T0)  # an idle client's start: 2 ms, 2,000/s
+    now = steady(rule, 0.050, 100, 0.3, now)  # 2,000/s at 50 ms: the client's own queue
+    assert rule.cap < 10
+    now = steady(rule, 0.005, rule.cap, 0.6, now)  # 1,200/s: the cut cost answers
+    assert rule.cap == 256
+    assert rule.baseline_seconds == pytest.approx(0.005)
+
+
+def test_without_the_answers_verdict_the_busy_client_stays_cut(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(audit_job.concurrency, "_KEPT", 0.0)
+    rule = AdaptiveConcurrency()
+    now = steady(rule, 0.002, 4, 0.5, T0)
+    now = steady(rule, 0.050, 100, 0.3, now)
+    now = steady(rule, 0.005, rule.cap, 0.3, now)
+    assert rule.cap < 10
 
 
 def test_a_slowdown_that_is_not_ours_moves_the_baseline() -> None:
