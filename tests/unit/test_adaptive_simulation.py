@@ -13,20 +13,13 @@ from traffic_sim import Outcome, Server, fixed, simulate, skewed, slowing
 
 import audit_job.concurrency
 from audit_job.limiter import PACING_MARGIN
+from audit_job.limiter_tuning import RUN_TUNING
 
 PAIRS = 6000
 
 # The limiter's tuning before one-step convergence: cut by 10 % beyond strays, climb fast
 # back to 90 % of where the server pushed back, then +0.5 % of the cap a second.
-AIMD = {
-    "decrease_factor": 0.9,
-    "recovery_delay_seconds": 0.5,
-    "recovery_fraction": 0.005,
-    "fast_recovery_fraction": 0.25,
-    "fast_recovery_until": 0.9,
-    "min_throttles": 3,
-    "throttle_share": 0.02,
-}
+AIMD = RUN_TUNING
 
 
 def lower_limit_server(latency: float, seed: int = 1) -> Server:
