@@ -15,7 +15,7 @@ through, asked at a throttle:
 - else unknown.
 
 The step (`Convergence.step`), for throttles beyond strays at `rate`: the sending rate
-becomes `settle_fraction` (97 %) of what came through, never more than `rate` (a throttle
+becomes `settle_fraction` (98 %) of what came through, never more than `rate` (a throttle
 never raises it); unknown, a factor of the rate instead. A step measured on 50 answers or
 more is precise (a quota counter is exact to one answer): its rate is remembered
 (`settled`, what a later run may start from), and when the server clearly bounds the rate

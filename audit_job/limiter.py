@@ -19,26 +19,11 @@ by at most 5 ms (`GUARD_SLACK_SECONDS`). Pacing runs 1.2 % under the rate (`PACI
 the price of that slack. With a fractional cap the guard, not pacing, sets the pace:
 floor(cap) releases per 1.005 s (for a cap below 1, one).
 
-Adaptation (AIMD): `on_throttle()` multiplies the current rate by `decrease_factor` (0.7), at
-most once per `decrease_interval_seconds` (1 s) so a volley of simultaneous 429s counts once,
-never below `min_rate`. From `recovery_delay_seconds` (1 s) after the last decrease the rate
-climbs linearly by `recovery_fraction` (5 %) of the cap per second back to the cap: from 0.7
-of the cap, about 7 s. Recovery is a function of time, read lazily; no task runs for it.
-
-Stray throttles (optional, `min_throttles`, `throttle_share`): a client paced right at the
-server's limit sees an occasional 429 from timing jitter, and a busy server an occasional
-"system busy"; cutting the rate for each costs far more than the one retried request. The
-rate is cut only when, within one second, at least max(min_throttles, share x rate)
-throttles arrived (each retried request still honours its own Retry-After).
-
-Remembered ceiling (optional, `fast_recovery_fraction`): the rate at the last throttle is
-where the server pushed back. Below `fast_recovery_until` (97 %) of it the rate climbs at the
-fast fraction, then probes on at the slow one. A client sharing a quota, or set exactly at the
-server's limit, then spends little time far below the limit after each 429, instead of
-crawling back from 70 % every time; the slow probe still finds a limit that was raised.
+Adaptation: AIMD by default, its settings and its climb in limiter_tuning.py (a cut by a
+factor, stray throttles ignored, a remembered ceiling to climb back to fast).
 
 One-step convergence (optional, `settle_fraction`; `converging()`): beyond strays the rate
-does not shrink by a guessed factor; it moves at once to sending `settle_fraction` (97 %) of
+does not shrink by a guessed factor; it moves at once to sending `settle_fraction` (98 %) of
 what the server let through (convergence.py: the rule, the delivery measure, when to probe
 again), as TCP BBR sets its rate to the bottleneck's delivery rate. The client reports each
 answer that was not a throttle (`on_success`, one addition) and each throttle's send time:
@@ -63,6 +48,14 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 
 from audit_job.convergence import WINDOW_SECONDS, Convergence
+from audit_job.limiter_tuning import (
+    CONVERGING_TUNING,
+    RUN_TUNING,
+    aimd_climb,
+    check_rate,
+    check_settings,
+    window_quota,
+)
 
 # The guard counts releases over a slightly longer window, so that up to this much jitter
 # between our clock and the server's arrival times cannot slip an extra request into one of
@@ -104,36 +97,23 @@ class AdaptiveRateLimiter:
         probe_after_seconds: float = 0.0,
         initial_rate: float | None = None,
     ) -> None:
-        _check_rate("rate_per_second", rate_per_second)
-        _check_rate("min_rate", min_rate)
-        if burst < 1:
-            raise ValueError(f"burst must be >= 1, got {burst!r}")
-        if not 0 < decrease_factor < 1:
-            raise ValueError(f"decrease_factor must be in (0, 1), got {decrease_factor!r}")
-        if not (recovery_fraction > 0 and math.isfinite(recovery_fraction)):
-            raise ValueError(f"recovery_fraction must be > 0, got {recovery_fraction!r}")
-        if fast_recovery_fraction is not None and not (
-            fast_recovery_fraction > 0 and math.isfinite(fast_recovery_fraction)
-        ):
-            raise ValueError(f"fast_recovery_fraction must be > 0, got {fast_recovery_fraction!r}")
-        if not 0 < fast_recovery_until <= 1:
-            raise ValueError(f"fast_recovery_until must be in (0, 1], got {fast_recovery_until!r}")
-        if min_throttles < 1:
-            raise ValueError(f"min_throttles must be >= 1, got {min_throttles!r}")
-        if not 0 <= throttle_share < 1:
-            raise ValueError(f"throttle_share must be in [0, 1), got {throttle_share!r}")
-        if decrease_interval_seconds < 0 or recovery_delay_seconds < 0:
-            raise ValueError("decrease_interval_seconds and recovery_delay_seconds must be >= 0")
-        if settle_fraction is not None and not 0 < settle_fraction < 1:
-            raise ValueError(f"settle_fraction must be in (0, 1), got {settle_fraction!r}")
-        if not (probe_fraction > 0 and math.isfinite(probe_fraction)):
-            raise ValueError(f"probe_fraction must be > 0, got {probe_fraction!r}")
-        if not (probe_after_seconds >= 0 and math.isfinite(probe_after_seconds)):
-            raise ValueError(f"probe_after_seconds must be >= 0, got {probe_after_seconds!r}")
-        if initial_rate is not None:
-            _check_rate("initial_rate", initial_rate)
-            if settle_fraction is None:
-                raise ValueError("initial_rate needs settle_fraction (a warm start converges)")
+        check_settings(
+            rate_per_second=rate_per_second,
+            min_rate=min_rate,
+            burst=burst,
+            decrease_factor=decrease_factor,
+            decrease_interval_seconds=decrease_interval_seconds,
+            recovery_delay_seconds=recovery_delay_seconds,
+            recovery_fraction=recovery_fraction,
+            fast_recovery_fraction=fast_recovery_fraction,
+            fast_recovery_until=fast_recovery_until,
+            min_throttles=min_throttles,
+            throttle_share=throttle_share,
+            settle_fraction=settle_fraction,
+            probe_fraction=probe_fraction,
+            probe_after_seconds=probe_after_seconds,
+            initial_rate=initial_rate,
+        )
         self._clock = clock
         self._sleep = sleep
         self._burst = burst
@@ -154,7 +134,7 @@ class AdaptiveRateLimiter:
         self._last_decrease_at = -math.inf
         self._rate_updated_at = -math.inf
         self._hold_until = -math.inf  # no climb before this (recovery delay after a cut)
-        self._released: deque[float] = deque(maxlen=_window_quota(rate_per_second))
+        self._released: deque[float] = deque(maxlen=window_quota(rate_per_second))
         self._convergence: Convergence | None = None
         if settle_fraction is not None:
             self._convergence = Convergence(
@@ -175,22 +155,8 @@ class AdaptiveRateLimiter:
 
     @classmethod
     def for_run(cls, rate_per_second: float) -> AdaptiveRateLimiter:
-        """The tuning runs use (measured with benchmarks/run.py against a server limiting
-        at the configured rate, and at half of it): cut by 10 % only when throttles are
-        more than stray (3, and 2 % of the rate, within a second), climb back fast to 90 %
-        of the rate where the server pushed back, then probe upwards slowly (+0.5 % of the
-        cap per second), so the rate settles just under an unknown limit instead of
-        storming it every few seconds."""
-        return cls(
-            rate_per_second,
-            decrease_factor=0.9,
-            recovery_delay_seconds=0.5,
-            recovery_fraction=0.005,
-            fast_recovery_fraction=0.25,
-            fast_recovery_until=0.9,
-            min_throttles=3,
-            throttle_share=0.02,
-        )
+        """The AIMD tuning (limiter_tuning.RUN_TUNING)."""
+        return cls(rate_per_second, **RUN_TUNING)
 
     @classmethod
     def converging(
@@ -201,26 +167,15 @@ class AdaptiveRateLimiter:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     ) -> AdaptiveRateLimiter:
-        """One-step convergence, for a client that reports every answer let through
-        (`on_success`) and each throttle's send time (`on_throttle(sent_at)`): step only
-        beyond strays (3, and 2 % of the rate, within a second), to sending 97 % of what
-        the server let through (10 % down while too few answers tell); probe upwards at
-        1 % of that per second after 0.5 s, or after 30 s when a precise step shows the
-        server bounds the rate (tests/unit/test_adaptive_simulation.py shows the targets).
-        `initial_rate`: the rate learned by an earlier run (store/learned_rate.py)."""
+        """One-step convergence (limiter_tuning.CONVERGING_TUNING), for a client that
+        reports every answer let through (`on_success`) and each throttle's send time
+        (`on_throttle(sent_at)`). `initial_rate`: the rate learned by an earlier run."""
         return cls(
             rate_per_second,
-            decrease_factor=0.9,
-            decrease_interval_seconds=0.25,
-            recovery_delay_seconds=0.5,
-            min_throttles=3,
-            throttle_share=0.02,
-            settle_fraction=0.97,
-            probe_fraction=0.01,
-            probe_after_seconds=30.0,
             initial_rate=initial_rate,
             clock=clock,
             sleep=sleep,
+            **CONVERGING_TUNING,
         )
 
     @property
@@ -276,10 +231,11 @@ class AdaptiveRateLimiter:
         released.append(now)
         return True
 
-    async def acquire(self) -> None:
-        """Wait for this caller's slot. Cancelling while waiting forfeits the slot."""
+    async def acquire(self) -> float:
+        """Wait for this caller's slot; returns when the slot was due (what waiting past it
+        cost is the client's own lateness). Cancelling while waiting forfeits the slot."""
         if self.try_acquire():
-            return
+            return self._clock()
         now = self._clock()
         interval = PACING_MARGIN / self._in_force(now)
         tat = self._tat
@@ -293,7 +249,7 @@ class AdaptiveRateLimiter:
             now = self._clock()
             if len(released) < (released.maxlen or 1) or now - released[0] >= _GUARD_WINDOW:
                 released.append(now)
-                return
+                return slot
             await self._sleep(released[0] + _GUARD_WINDOW - now + _GUARD_EPSILON_SECONDS)
 
     def on_throttle(self, sent_at: float | None = None) -> bool:
@@ -371,7 +327,7 @@ class AdaptiveRateLimiter:
         `scale_rate`: the rate in force (and the settled one) moves by the same factor, as a
         worker's share of what the server lets through changes with its share of the cap.
         """
-        _check_rate("rate_per_second", rate_per_second)
+        check_rate("rate_per_second", rate_per_second)
         now = self._clock()
         self._recover(now)
         if scale_rate and rate_per_second != self._cap:
@@ -386,7 +342,7 @@ class AdaptiveRateLimiter:
             if self._convergence is not None:
                 self._convergence.bounded = False  # the cap holds the rate now, not the server
         self._rate_updated_at = now
-        self._released = deque(self._released, maxlen=_window_quota(rate_per_second))
+        self._released = deque(self._released, maxlen=window_quota(rate_per_second))
 
     @property
     def _min_rate(self) -> float:
@@ -413,30 +369,15 @@ class AdaptiveRateLimiter:
                     self._rate = rate
                     self._rate_updated_at = now
                     return rate
-                if self._fast_fraction is not None:
-                    knee = min(self._cap, self._ceiling * self._fast_until)
-                    if rate < knee:
-                        step = self._cap * self._fast_fraction
-                        needed = (knee - rate) / step
-                        rate = knee if elapsed > needed else rate + step * elapsed
-                        elapsed = max(0.0, elapsed - needed)
-                rate = min(self._cap, rate + self._cap * self._recovery_fraction * elapsed)
+                rate = aimd_climb(
+                    rate,
+                    self._cap,
+                    elapsed,
+                    ceiling=self._ceiling,
+                    fast_fraction=self._fast_fraction,
+                    fast_until=self._fast_until,
+                    slow_fraction=self._recovery_fraction,
+                )
                 self._rate = rate
                 self._rate_updated_at = now
         return rate
-
-
-# No process sends this many requests a second; a guard that long only costs memory (a
-# rate set to 1,000,000 "for no limit" would keep a million timestamps).
-GUARD_MAX_QUOTA = 65_536
-
-
-def _window_quota(cap: float) -> int:
-    # The slack lets a cap computed as 19.9999999999 (e.g. a budget split across processes)
-    # count as the 20 it was meant to be.
-    return min(GUARD_MAX_QUOTA, max(1, math.floor(cap * WINDOW_SECONDS + 1e-9)))
-
-
-def _check_rate(name: str, value: float) -> None:
-    if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")

@@ -6,7 +6,10 @@ through in any second), optional random "system busy" answers, and an optional c
 service latency. The client: the real rate limiter and in-flight gate, `workers` check tasks
 (as the pipeline spawns them), the client's retry behaviour (a 429 waits its Retry-After,
 1 s as the emulator sends it; "system busy" waits a full-jitter backoff), at most
-`max_attempts` attempts per pair. Nothing sleeps and no socket is opened; a seed fixes a run.
+`max_attempts` attempts per pair. Optionally a slow client (`client_delay`): a CPU-starved
+host wakes every coroutine late, so each answer reaches the client that much later and each
+paced sleep of the rate limiter ends that much late. Nothing sleeps and no socket is opened;
+a seed fixes a run.
 """
 
 from __future__ import annotations
@@ -18,10 +21,12 @@ import statistics
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from virtual_loop import run_virtual
 
-from audit_job.concurrency import AdaptiveConcurrency, InFlightGate
+from audit_job.concurrency import AdaptiveConcurrency
+from audit_job.inflight_gate import InFlightGate
 from audit_job.limiter import AdaptiveRateLimiter
 
 OK, THROTTLED, BUSY = "ok", "throttled", "busy"
@@ -136,6 +141,7 @@ class Client:
     workers: int
     max_attempts: int = 5
     retry_after_seconds: float = 1.0
+    delay: Callable[[], float] = lambda: 0.0  # the client's own lateness now
     seed: int = 2
     answered: int = 0
     failed: int = 0
@@ -180,6 +186,9 @@ class Client:
                     await limiter.acquire()
                 sent = loop.time()
                 answer = await server.request()
+                late = self.delay()
+                if late:
+                    await asyncio.sleep(late)
                 if answer == OK:
                     latency = loop.time() - sent
             finally:
@@ -207,11 +216,16 @@ def skewed(seconds: float) -> Callable[[random.Random], float]:
 
 
 def adaptive_gate(
-    limiter: AdaptiveRateLimiter, loop_clock: Callable[[], float], **rule: object
+    limiter: AdaptiveRateLimiter,
+    loop_clock: Callable[[], float],
+    lag: Callable[[], float],
+    discount_lag: bool = True,
+    **rule: object,
 ) -> InFlightGate:
     return InFlightGate(
         rule=AdaptiveConcurrency(**rule),  # type: ignore[arg-type]
         rate=lambda: limiter.pace,
+        lag=lag if discount_lag else (lambda: 0.0),
         clock=loop_clock,
     )
 
@@ -238,20 +252,35 @@ def simulate(
     limiter_options: dict[str, object] | None = None,
     rule_options: dict[str, object] | None = None,
     start: float = 1000.0,
+    client_delay: Callable[[float], float] | None = None,
+    discount_lag: bool = True,
 ) -> Outcome:
-    """One run: `concurrency` pins the gate (None: adaptive, as `concurrency = "auto"`)."""
+    """One run: `concurrency` pins the gate (None: adaptive, as `concurrency = "auto"`).
+    `client_delay`: the client's own lateness, by virtual seconds into the run;
+    `discount_lag` False: the gate is not told the lateness (loop_lag.py measures it in a
+    real run; on virtual time timers are never late, so the model tells it)."""
 
     async def main() -> Outcome:
         clock = asyncio.get_running_loop().time
+
+        def delay() -> float:
+            return client_delay(clock() - start) if client_delay is not None else 0.0
+
+        async def sleep(seconds: float) -> None:
+            await asyncio.sleep(seconds + delay())
+
         if limiter_options is None:
-            limiter = AdaptiveRateLimiter.converging(rate, initial_rate=initial_rate, clock=clock)
+            limiter = AdaptiveRateLimiter.converging(
+                rate, initial_rate=initial_rate, clock=clock, sleep=sleep
+            )
         else:
-            limiter = AdaptiveRateLimiter(rate, clock=clock, **limiter_options)  # type: ignore[arg-type]
+            options: dict[str, Any] = dict(limiter_options)
+            limiter = AdaptiveRateLimiter(rate, clock=clock, sleep=sleep, **options)
         if concurrency is None:
-            gate = adaptive_gate(limiter, clock, **(rule_options or {}))
+            gate = adaptive_gate(limiter, clock, delay, discount_lag, **(rule_options or {}))
         else:
             gate = InFlightGate(concurrency, clock=clock)
-        client = Client(limiter, gate, workers=min(workers, concurrency or workers))
+        client = Client(limiter, gate, workers=min(workers, concurrency or workers), delay=delay)
         seconds = await client.run(server, pairs)
         return Outcome(server, client, seconds)
 

@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 TABLE_ROWS = 1000  # a table is sized in memory; more rows belong in csv or json
 # What the runs table leaves out of the store's RUN_COLUMNS (csv and json keep them).
 RUN_TABLE_OMITS = ("message", "retries", "throttled", "missed_count")
+# The table says in words where a run's rate started (csv and json: learned_rate_per_second).
+LEARNED_START = "learned_rate_per_second"
+LEARNED_NOTE = "rate_start"
 CHECK_TABLE_COLUMNS = [
     "run_id",
     "app_id",
@@ -133,7 +136,16 @@ def register(app: typer.Typer) -> None:
         chosen = default_format(fmt)
         columns = RUN_COLUMNS
         if chosen is Format.table:
-            columns = [c for c in RUN_COLUMNS if c not in RUN_TABLE_OMITS]
+            columns = [
+                LEARNED_NOTE if c == LEARNED_START else c
+                for c in RUN_COLUMNS
+                if c not in RUN_TABLE_OMITS
+            ]
+            for row in rows:
+                learned = row.get(LEARNED_START)
+                row[LEARNED_NOTE] = (
+                    "" if learned is None else f"started at the learned rate {learned:.1f}/s"
+                )
         write_rows(rows, columns, chosen, sys.stdout, zone, "runs")
 
     @app.command("results")

@@ -288,8 +288,9 @@ class AuthingClient:
     ) -> tuple[Answer, float, str | None]:
         """Send once and classify: (answer, latency seconds, bearer token used or None)."""
         pacing = self.pacing
-        if not pacing.try_enter():
-            await pacing.enter()
+        slot_at = pacing.try_enter()
+        if slot_at is None:
+            slot_at = await pacing.enter()
         sent_at = pacing.now()
         paced = False  # the gate slot is given back exactly once, whatever happens
         try:
@@ -315,6 +316,7 @@ class AuthingClient:
                 self.pacing,
                 sent_at,
                 capture,
+                slot_at,
             )
             paced = True
         finally:

@@ -36,6 +36,7 @@ async def exchange(
     pacing: RequestPacing,
     sent_at: float,
     capture: list[bytes] | None,
+    slot_at: float | None = None,
 ) -> tuple[Answer, float]:
     """(answer, latency seconds). Returning, the gate slot has been given back (with the
     answer, or as no answer); raising (a shutdown), it is left to the caller."""
@@ -70,7 +71,7 @@ async def exchange(
         latency = _perf() - started
         status = resp.status
         answer = classify_response(status, resp.headers, raw)
-        pacing.answered(sent_at, latency, answer.kind is _THROTTLED, resp.headers)
+        pacing.answered(sent_at, latency, answer.kind is _THROTTLED, resp.headers, slot_at)
         told = True
         responses = stats.responses
         responses[status] = responses.get(status, 0) + 1

@@ -23,7 +23,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 
-from audit_job.concurrency import InFlightGate, gate_for
+from audit_job.inflight_gate import InFlightGate, gate_for
 from audit_job.limiter import AdaptiveRateLimiter
 from audit_job.ratelimit_headers import has_rate_limit_headers, read_rate_limit
 
@@ -63,22 +63,23 @@ class RequestPacing:
         )
         return cls(limiter, gate, clock=clock)
 
-    def try_enter(self) -> bool:
-        """A gate slot and a rate slot, both free now (True); else nothing taken."""
+    def try_enter(self) -> float | None:
+        """A gate slot and a rate slot, both free now (their time); else nothing taken."""
         gate = self.gate
         if not gate.try_acquire():
-            return False
+            return None
         if self.limiter.try_acquire():
-            return True
+            return self._clock()
         gate.release()
-        return False
+        return None
 
-    async def enter(self) -> None:
-        """Wait for a gate slot, then for a rate slot. Cancelled, it gives both back."""
+    async def enter(self) -> float:
+        """Wait for a gate slot, then for a rate slot (returns when that was due).
+        Cancelled, it gives both back."""
         gate = self.gate
         await gate.acquire()
         try:
-            await self.limiter.acquire()
+            return await self.limiter.acquire()
         except BaseException:
             gate.release()
             raise
@@ -93,7 +94,10 @@ class RequestPacing:
         latency_seconds: float,
         throttled: bool,
         headers: Mapping[str, str],
+        slot_at: float | None = None,
     ) -> None:
+        """`slot_at`: when the rate slot was due (`enter`); from then to now is how long
+        the request held its gate slot beyond any intended wait (Little's law's latency)."""
         limiter = self.limiter
         if has_rate_limit_headers(headers):
             hint = read_rate_limit(headers, self._epoch())
@@ -104,7 +108,8 @@ class RequestPacing:
             self.gate.release()
         else:
             limiter.on_success()
-            self.gate.release(latency_seconds)
+            held = None if slot_at is None else max(latency_seconds, self._clock() - slot_at)
+            self.gate.release(latency_seconds, held)
 
     def no_answer(self) -> None:
         self.gate.release()

@@ -1,12 +1,17 @@
 """Token bucket for the emulator's rate limit; rate and burst are read live on every take.
 
 `limit_headers` describes the bucket right after a take, for the optional rate-limit headers
-(Authing is not known to send any, authing-api-more.md 3):
-- Limit: the bucket's size (burst, or max(1, rate)), whole requests;
-- Remaining: the whole tokens left after this request;
-- Reset: when the bucket is full again: seconds from now (`ietf`, as the IETF draft's
-  RateLimit-Reset) or the Unix time in seconds (`x`, as GitHub's X-RateLimit-Reset), rounded
-  up. A throttled answer shows Remaining 0; its Retry-After says when one token is back.
+(Authing is not known to send any, authing-api-more.md 3), as a quota over the next whole
+second, which is what the headers can say truthfully of a token bucket:
+- Reset: the end of that window: 1 second from now (`ietf`, delta-seconds as the IETF
+  draft's RateLimit-Reset) or the next Unix second but one (`x`, a Unix time as GitHub's
+  X-RateLimit-Reset; 1 to 2 s away);
+- Remaining: what the bucket accepts until then, sent as its tokens come: the whole tokens
+  left after this request plus the refill until the reset;
+- Limit: the same for a full bucket over one second (its size plus one second of refill).
+Paced at Remaining / Reset, a client sends what the bucket lets through and no more. (An
+earlier "Remaining 0 until the bucket is full again" told a client to wait up to a second
+when a token was due every few milliseconds.)
 """
 
 from __future__ import annotations
@@ -51,18 +56,21 @@ class TokenBucket:
             return None
         capacity = burst if burst > 0 else max(1.0, rate)
         tokens = max(0.0, self._tokens)
-        until_full = max(0.0, capacity - tokens) / rate
-        limit, remaining = str(math.floor(capacity)), str(math.floor(tokens))
+        limit = str(math.floor(capacity + rate))
         if style == "ietf":
-            reset = str(math.ceil(until_full))
             return {
                 "RateLimit-Limit": limit,
-                "RateLimit-Remaining": remaining,
-                "RateLimit-Reset": reset,
+                "RateLimit-Remaining": _whole(tokens + rate),
+                "RateLimit-Reset": "1",
             }
-        reset = str(math.ceil(now_epoch + until_full))
+        reset = math.floor(now_epoch) + 2
         return {
             "X-RateLimit-Limit": limit,
-            "X-RateLimit-Remaining": remaining,
-            "X-RateLimit-Reset": reset,
+            "X-RateLimit-Remaining": _whole(tokens + rate * (reset - now_epoch)),
+            "X-RateLimit-Reset": str(reset),
         }
+
+
+def _whole(requests: float) -> str:
+    # Rounding slack: 10/s over 1002 - 1000.2 s is 18 requests, not 17.99999.
+    return str(math.floor(requests + 1e-6))

@@ -243,3 +243,12 @@ async def mark_interrupted(conn: AsyncConnection, run_id: int, message: str) -> 
         .where(audit_run.c.id == run_id, audit_run.c.status == RunStatus.RUNNING.value)
         .values(status=RunStatus.INTERRUPTED.value, message=message)
     )
+
+
+async def note_learned_start(conn: AsyncConnection, run_id: int, rate_per_second: float) -> None:
+    """The run started at this learned rate (`audit-job runs` says so)."""
+    await conn.execute(
+        update(audit_run)
+        .where(audit_run.c.id == run_id)
+        .values(learned_rate_per_second=round(rate_per_second, 1))
+    )

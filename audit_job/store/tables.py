@@ -88,6 +88,8 @@ audit_run = Table(
     Column("pruned_at", UtcDateTime),
     # Migration 0011: the run its changes in audit_run_change are against (NULL: none kept).
     Column("changes_base_id", Integer),
+    # The learned rate the run started at (migration 0012), NULL at the configured rate.
+    Column("learned_rate_per_second", Double),
     CheckConstraint(_one_of("status", [s.value for s in RunStatus]), name="status"),
     UniqueConstraint("scheduled_for"),
     Index(None, "status"),

@@ -183,9 +183,20 @@ async def test_every_command_matches_the_rows(
                 "throttled": row.throttled,
                 "scheduled_for": row.scheduled_for,
                 "missed_count": row.missed_count,
+                "learned_rate_per_second": row.learned_rate_per_second,
                 "message": row.message,
             }
         )
+    # The table says where the rate started in words.
+    table_runs = [
+        {
+            **r,
+            "rate_start": ""
+            if r["learned_rate_per_second"] is None
+            else f"started at the learned rate {r['learned_rate_per_second']:.1f}/s",
+        }
+        for r in expected_runs
+    ]
     assert [r["status"] for r in expected_runs][1] == "skipped_overlap"
     expected_checks = [
         # session_check.expect (the snapshot's expectation) is not part of `results`
@@ -210,7 +221,7 @@ async def test_every_command_matches_the_rows(
         targets,
     )
     for fmt in FORMATS:
-        check_rows(fmt, outputs[f"runs {fmt}"], expected_runs)
+        check_rows(fmt, outputs[f"runs {fmt}"], table_runs if fmt == "table" else expected_runs)
         check_rows(fmt, outputs[f"results {fmt}"], expected_checks)
         check_rows(fmt, outputs[f"history {fmt}"], expected_history)
         got = {

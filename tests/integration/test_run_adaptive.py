@@ -11,6 +11,7 @@ from test_run import checks_of, config_for, run_once, sample_pairs, seed_targets
 from audit_job.emulator import Emulator, EmulatorOptions, truth
 from audit_job.models import RunStatus
 from audit_job.store.engine import opened
+from audit_job.store.reports.listing import recent_runs
 from audit_job.store.tables import learned_rate
 
 SEED = 5
@@ -55,6 +56,12 @@ async def test_a_run_the_server_bounds_leaves_a_learned_rate_the_next_run_starts
         third = await run_once(loaded, use_learned_rate=False)  # --no-learned-rate
         assert third.pacing is not None and third.pacing.learned_rate is None
 
+    async with opened(db_url) as engine, engine.connect() as conn:
+        listed = {row["id"]: row for row in await recent_runs(conn, 10)}
+    assert listed[first.run_id]["learned_rate_per_second"] is None
+    assert listed[second.run_id]["learned_rate_per_second"] == round(row["rate_per_second"], 1)
+    assert listed[third.run_id]["learned_rate_per_second"] is None
+
     for run in (first, second, third):
         checks = await checks_of(db_url, run.run_id)
         assert {p: c.active for p, c in checks.items()} == {p: truth(*p, SEED) for p in pairs}
@@ -94,3 +101,26 @@ async def test_auto_concurrency_is_bounded_by_max_concurrency(db_url: str) -> No
         assert emu.stats()["max_in_flight"] <= 8
     assert summary.status is RunStatus.SUCCEEDED
     assert summary.pacing is not None and summary.pacing.concurrency_peak <= 8
+
+
+async def test_rate_limit_headers_pace_a_run_below_the_servers_limit(db_url: str) -> None:
+    """The server says its budget (100/s, a bucket of 10) in RateLimit headers; told 400/s,
+    the run paces by them instead of finding the limit by its 429s (which a run without the
+    headers needs: the rate steps only after 3 throttles and 2 % of the rate, 8, in a
+    second). Learning is off so that each run starts from the cap."""
+    pairs = sample_pairs(300)
+    await seed_targets(db_url, pairs)
+    throttled = {}
+    for style in ("ietf", "off"):
+        options = EmulatorOptions(seed=SEED, rate=100, burst=10, rate_limit_headers=style)
+        async with Emulator(options) as emu:
+            loaded = config_for(db_url, emu.url, concurrency="auto", rate_per_second=400)
+            run = await run_once(loaded, use_learned_rate=False)
+            assert run.status is RunStatus.SUCCEEDED
+            throttled[style] = run.throttled
+            checks = await checks_of(db_url, run.run_id)
+            assert {p: c.active for p, c in checks.items()} == {p: truth(*p, SEED) for p in pairs}
+    # Without the headers at least 8 (the first step's); with them fewer, and usually none
+    # (a stalled loaded host can still send a few at the cap before the first answer).
+    assert throttled["off"] >= 8
+    assert throttled["ietf"] < throttled["off"]

@@ -9,13 +9,9 @@ import math
 import pytest
 from virtual_loop import run_virtual
 
-from audit_job.concurrency import (
-    HEADROOM,
-    INTERVAL_SAMPLES,
-    AdaptiveConcurrency,
-    InFlightGate,
-    gate_for,
-)
+import audit_job.concurrency
+from audit_job.concurrency import HEADROOM, INTERVAL_SAMPLES, AdaptiveConcurrency
+from audit_job.inflight_gate import InFlightGate, gate_for
 
 T0 = 1000.0
 
@@ -25,13 +21,21 @@ def need(rate: float, latency: float) -> int:
     return math.ceil(rate * latency * HEADROOM - 1e-9)
 
 
-def feed(rule: AdaptiveConcurrency, latencies: list[float], start: float, seconds: float) -> float:
-    """Answers spread evenly over `seconds` from `start`; returns the time after them."""
+def feed(
+    rule: AdaptiveConcurrency,
+    latencies: list[float],
+    start: float,
+    seconds: float,
+    rate: float = math.inf,
+    lag: float = 0.0,
+) -> float:
+    """Answers spread evenly over `seconds` from `start` (the limiter letting out `rate`,
+    the client `lag` late); returns the time after them."""
     step = seconds / len(latencies)
     now = start
     for latency in latencies:
         now += step
-        rule.observe(latency, now)
+        rule.observe(latency, now, rate, lag)
     return now
 
 
@@ -42,13 +46,19 @@ def spread(center: float, n: int = 64) -> list[float]:
 
 
 def steady(
-    rule: AdaptiveConcurrency, latency: float, in_flight: float, seconds: float, start: float
+    rule: AdaptiveConcurrency,
+    latency: float,
+    in_flight: float,
+    seconds: float,
+    start: float,
+    pace: float = math.inf,
+    lag: float = 0.0,
 ) -> float:
     """Intervals of answers at `latency` with `in_flight` requests out (Little: the answer
     rate is in_flight / latency); returns the time at the end."""
     rate = in_flight / latency
     count = max(INTERVAL_SAMPLES, round(rate * seconds))
-    return feed(rule, [latency] * count, start, count / rate)
+    return feed(rule, [latency] * count, start, count / rate, pace, lag)
 
 
 # Little's law.
@@ -133,6 +143,46 @@ def test_without_the_queue_floor_host_jitter_starves_the_run() -> None:
     assert rule.cap < 2  # one request in flight: a 300/s run at 5 ms gets 200/s at most
 
 
+def test_while_the_pacer_sets_the_pace_a_slower_answer_cuts_nothing() -> None:
+    """500/s paced out and 500/s answered, at three times the baseline: fewer in flight
+    would only lower the rate (SHORTFALL)."""
+    rule = AdaptiveConcurrency()
+    now = steady(rule, 0.020, 10, 0.5, T0, pace=500)
+    steady(rule, 0.060, 30, 0.5, now, pace=500)
+    assert rule.cap == 256
+
+
+def test_without_the_shortfall_rule_a_paced_run_is_cut() -> None:
+    rule = AdaptiveConcurrency()
+    now = steady(rule, 0.020, 10, 0.5, T0)  # no pace known: any slowdown may be a queue
+    steady(rule, 0.060, 30, 0.5, now)
+    assert rule.cap < 30
+
+
+def test_the_clients_own_lateness_is_not_a_server_queue() -> None:
+    """A 5 ms API seen at 17 ms by a CPU-starved client whose paced sleeps wake 12 ms late;
+    it falls short of its 500/s, but the server is no slower: no cut."""
+    rule = AdaptiveConcurrency()
+    now = steady(rule, 0.005, 2.5, 0.5, T0, pace=500)
+    steady(rule, 0.017, 5, 0.5, now, pace=500, lag=0.012)
+    assert rule.cap == 256
+
+
+def test_without_the_lateness_a_starved_client_cuts_its_own_limit() -> None:
+    rule = AdaptiveConcurrency()
+    now = steady(rule, 0.005, 2.5, 0.5, T0, pace=500)
+    steady(rule, 0.030, 10, 0.5, now, pace=500)  # 25 ms late: beyond the queue floor
+    assert rule.cap < 10
+
+
+def test_a_real_queue_is_cut_even_on_a_late_client() -> None:
+    """The lateness is taken off the median, not a licence to ignore the server."""
+    rule = AdaptiveConcurrency()
+    now = steady(rule, 0.020, 40, 0.5, T0, pace=10_000)
+    steady(rule, 0.100, 250, 0.2, now, pace=10_000, lag=0.005)
+    assert rule.cap < 100
+
+
 def test_gradient_disabled_never_cuts() -> None:
     rule = AdaptiveConcurrency(gradient=False)
     now = steady(rule, 0.020, 40, 0.5, T0)
@@ -149,12 +199,35 @@ def test_answers_sent_before_a_cut_cannot_judge_it() -> None:
     cut, cut_at = rule.cap, now
     # The next interval starts at the cut, so its answers were sent before it: the latency
     # looks fine, but nothing is concluded (no growth).
-    now = feed(rule, [0.025] * 32, now, 0.1)
+    now = steady(rule, 0.025, 62.5, 0.1, now)  # the server still answers 2,500/s
     assert now - cut_at < 0.1 + 1e-9
     assert rule.cap == cut
     # One starting a median latency (100 ms) after the cut is judged: fine, so it grows.
-    now = feed(rule, [0.025] * 32, now, 0.1)
+    now = steady(rule, 0.025, 62.5, 0.1, now)
     assert rule.cap == pytest.approx(cut * 1.1)
+
+
+def test_a_cut_that_costs_answers_is_undone() -> None:
+    """A client busy with its own CPU: latency grows with what it has in flight, as at a
+    saturated server, but a cut does not keep the answers coming: it is undone."""
+    rule = AdaptiveConcurrency()
+    now = steady(rule, 0.002, 4, 0.5, T0)  # an idle client's start: 2 ms, 2,000/s
+    now = steady(rule, 0.050, 100, 0.3, now)  # 2,000/s at 50 ms: the client's own queue
+    assert rule.cap < 10
+    now = steady(rule, 0.005, rule.cap, 0.6, now)  # 1,200/s: the cut cost answers
+    assert rule.cap == 256
+    assert rule.baseline_seconds == pytest.approx(0.005)
+
+
+def test_without_the_answers_verdict_the_busy_client_stays_cut(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(audit_job.concurrency, "_KEPT", 0.0)
+    rule = AdaptiveConcurrency()
+    now = steady(rule, 0.002, 4, 0.5, T0)
+    now = steady(rule, 0.050, 100, 0.3, now)
+    now = steady(rule, 0.005, rule.cap, 0.3, now)
+    assert rule.cap < 10
 
 
 def test_a_slowdown_that_is_not_ours_moves_the_baseline() -> None:
@@ -355,3 +428,15 @@ def test_gate_for_auto_is_bounded_by_max_concurrency() -> None:
         return taken
 
     assert run_virtual(scenario()) == 8
+
+
+def test_littles_law_counts_how_long_a_slot_is_held_not_only_the_latency() -> None:
+    """A 5 ms answer whose slot a busy client held 25 ms: the rate needs 25 ms of slots."""
+    held, latency_only = AdaptiveConcurrency(), AdaptiveConcurrency()
+    now = T0
+    for _ in range(64):
+        now += 0.002
+        held.observe(0.005, now, 500, 0.0, 0.025)
+        latency_only.observe(0.005, now, 500, 0.0)
+    assert held.limit(500, now, None) == need(500, 0.025)
+    assert latency_only.limit(500, now, None) == need(500, 0.005)

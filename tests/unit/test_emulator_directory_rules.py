@@ -307,22 +307,24 @@ def test_rate_limit_headers_from_the_bucket():
     bucket = TokenBucket(clock=lambda: now[0])
     assert bucket.limit_headers(10, 5, "ietf", 0) is not None
     assert bucket.take(10, 5) == 0.0
+    # Over the next second: the 4 tokens left and 10 more refilled; a full bucket, 5 + 10.
     assert bucket.limit_headers(10, 5, "ietf", 0) == {
-        "RateLimit-Limit": "5",
-        "RateLimit-Remaining": "4",
-        "RateLimit-Reset": "1",  # one token short: 0.1 s, rounded up
+        "RateLimit-Limit": "15",
+        "RateLimit-Remaining": "14",
+        "RateLimit-Reset": "1",
     }
     for _ in range(4):
         bucket.take(10, 5)
-    assert bucket.take(10, 5) > 0  # throttled
+    assert bucket.take(10, 5) > 0  # throttled, yet 10 more are due within the second
+    assert bucket.limit_headers(10, 5, "ietf", 0)["RateLimit-Remaining"] == "10"
     assert bucket.limit_headers(10, 5, "x", 1_000.2) == {
-        "X-RateLimit-Limit": "5",
-        "X-RateLimit-Remaining": "0",
-        "X-RateLimit-Reset": "1001",  # full again in 0.5 s: Unix time rounded up
+        "X-RateLimit-Limit": "15",
+        "X-RateLimit-Remaining": "18",  # until Unix second 1002: 1.8 s of refill
+        "X-RateLimit-Reset": "1002",
     }
     now[0] += 0.25
     bucket.take(10, 5)  # 2.5 tokens back, one taken
-    assert bucket.limit_headers(10, 5, "ietf", 0)["RateLimit-Remaining"] == "1"
+    assert bucket.limit_headers(10, 5, "ietf", 0)["RateLimit-Remaining"] == "11"
     assert bucket.limit_headers(0, 0, "ietf", 0) is None  # no limit, nothing to tell
     assert bucket.limit_headers(10, 5, "off", 0) is None
 

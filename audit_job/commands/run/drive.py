@@ -62,6 +62,9 @@ async def drive(
     workers = [max(1, live)]  # live workers of the run, as the last heartbeat saw them
     learner = Learner(settings.authing.host, key_id, audit.rate_per_second)
     learned = await learner.starting_rate(engine, audit, request.use_learned_rate)
+    if learned is not None and owner:
+        async with engine.begin() as conn:
+            await store.note_learned_start(conn, run_id, learned)
     limiter = AdaptiveRateLimiter.converging(
         audit.rate_per_second / workers[0],
         initial_rate=None if learned is None else learned / workers[0],

@@ -9,8 +9,8 @@ from datetime import datetime
 from typing import Any
 
 from audit_job.client import ClientStats
-from audit_job.concurrency import InFlightGate
 from audit_job.config import AuditSettings
+from audit_job.inflight_gate import InFlightGate
 from audit_job.limiter import AdaptiveRateLimiter
 from audit_job.models import RunStatus, RunTrigger
 from audit_job.progress_counters import Progress

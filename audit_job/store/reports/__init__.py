@@ -36,6 +36,7 @@ RUN_COLUMNS = [
     "throttled",
     "scheduled_for",
     "missed_count",
+    "learned_rate_per_second",
     "message",
 ]
 CHECK_COLUMNS = [
