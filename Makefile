@@ -23,6 +23,9 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports --no-logo
 
+# Two workers (pytest-xdist); PYTEST_ARGS="-n 0" runs the suite in one process.
+PYTEST_ARGS ?= -n 2
+
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
