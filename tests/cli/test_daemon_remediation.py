@@ -172,7 +172,8 @@ async def test_auto_remediation_above_max_users_kicks_nobody_and_keeps_running(
     daemon = await daemons.start(db_url, emulator.url, listen=True, tail=tail)
     refusal = (
         f"automatic remediation: kick: the plan has {len(violating)} users, above "
-        f"[remediation] max_users = {limit}; nothing kicked"
+        f"[remediation] max_users = {limit}; nothing kicked (to allow it: "
+        f"[remediation] max_users = {len(violating)})"
     )
     await eventually(lambda: _logged(daemon, refusal), 45, "the refusal")
 

@@ -45,7 +45,8 @@ async def kick_after(loaded: LoadedConfig, metrics: DaemonMetrics) -> None:
         async with open_database(loaded.settings) as engine:
             plan = await kick_plan.make_plan(engine, kick_plan.Choice(violations=True))
         if plan.items:
-            kick_plan.guard(plan, limit, configured=limit)
+            allow = "[remediation] max_users = {count}"
+            kick_plan.guard(plan, limit, configured=limit, allow=allow)
             summaries.append(await kick.apply_plan(loaded, plan))
     except AuditJobError as exc:
         log.error("automatic remediation: %s", exc, extra={"event": "remediation_refused"})
