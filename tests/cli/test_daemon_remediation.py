@@ -158,6 +158,8 @@ async def test_auto_remediation_kicks_each_violating_user_once_and_the_recheck_r
     assert metric(text, "audit_job_remediations_total", '{outcome="failed"}') == 0
     assert daemon.log.count(STARTS_LOUDLY) == 1  # once at start (each slot says it again)
     assert daemon.log.index(STARTS_LOUDLY) < daemon.log.index("leader now")
+    n = len(violating)
+    assert f"{n} users kicked, 0 failed, {n} violations resolved by the re-check" in daemon.log
     assert "automatic remediation:" not in daemon.log and "Traceback" not in daemon.log
     assert "sk-demo" not in daemon.log
     assert_every_slot_once(list(runs.values()))

@@ -52,5 +52,13 @@ async def kick_after(loaded: LoadedConfig, metrics: DaemonMetrics) -> None:
         log.error("automatic remediation: %s", exc, extra={"event": "remediation_refused"})
         return
     for summary in summaries:
+        log.warning(
+            "kick plan %s: %d users kicked, %d failed, %d violations resolved by the re-check",
+            summary.plan_id,
+            len(summary.kicked),
+            len(summary.failed),
+            summary.resolved,
+            extra={"event": "remediation_done"},
+        )
         for outcome, count in summary.outcomes.items():
             metrics.remediations[outcome] = metrics.remediations.get(outcome, 0) + count
