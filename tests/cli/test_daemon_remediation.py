@@ -63,9 +63,9 @@ async def checked_pairs(url: str, run_id: int) -> set[tuple[str, str]]:
 async def a_run_of(url: str, pairs: set[tuple[str, str]], after: int = 0) -> int | None:
     """The first succeeded slot run after run `after` that audited exactly `pairs`."""
     for run in sorted(await rows(url), key=lambda r: r.id):
-        if run.id > after and run.status == "succeeded" and run.scheduled_for is not None:
-            if await checked_pairs(url, run.id) == pairs:
-                return int(run.id)
+        slot_run = run.status == "succeeded" and run.scheduled_for is not None
+        if slot_run and run.id > after and await checked_pairs(url, run.id) == pairs:
+            return int(run.id)
     return None
 
 
@@ -143,9 +143,7 @@ async def test_auto_remediation_kicks_each_violating_user_once_and_the_recheck_r
 
     assert emulator.stats()["kicks_per_user"] == {u: 1 for u in violating}
     assert all(emulator.verdict("app-001", u) == "inactive" for u in violating)
-    assert {(r.app_id, r.state, r.recheck_active) for r in kicked} == {
-        ("app-001", "kicked", False)
-    }
+    assert {(r.app_id, r.state, r.recheck_active) for r in kicked} == {("app-001", "kicked", False)}
     assert sorted(r.user_id for r in kicked) == sorted(violating)
     # Each violation was opened by a slot run and resolved by the re-check, not by the kick.
     found = await violations(db_url)
