@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
-from test_daemon import Daemons, assert_every_slot_once, eventually, metric, rows
+from test_daemon import Daemons, assert_every_slot_once, daemons, eventually, metric, rows
 
 from audit_job.emulator import Emulator
 from audit_job.emulator.directory import user_id as directory_user
@@ -25,15 +25,7 @@ APPS = ["app-001", "app-002"]
 USERS = 12
 POLICY = '\n[[policy]]\nname = "offboarded"\napps = "app-001"\nexpect = "inactive"\n'
 STARTS_LOUDLY = "[remediation] auto = true: this daemon KICKS users"
-
-
-@pytest.fixture
-async def daemons(tmp_path: Any) -> AsyncIterator[Daemons]:
-    runner = Daemons(tmp_path)
-    try:
-        yield runner
-    finally:
-        await runner.close()
+__all__ = ["daemons"]  # the fixture, from test_daemon
 
 
 @pytest.fixture
@@ -97,6 +89,34 @@ async def test_sync_before_run_audits_the_directory_as_it_changes(
     assert "synced targets with Authing: 2 new, 2 disabled" in daemon.log
     assert "sync before the run failed" not in daemon.log and "Traceback" not in daemon.log
     assert_every_slot_once(await rows(db_url), step=2.0)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])  # a failed sync writes nothing anywhere
+async def test_a_sync_that_fails_is_logged_and_the_run_goes_on_with_the_targets_there(
+    db_url: str, daemons: Daemons, emulator: Emulator
+) -> None:
+    async with opened(db_url) as engine, engine.begin() as conn:
+        await target_store.save_batch(conn, [("app-001", directory_user(1), True)])
+    tail = '\n[discovery]\napps = ["nope-*"]\nsync_before_run = true\n'
+    daemon = await daemons.start(db_url, emulator.url, tail=tail)
+
+    async def two_runs() -> bool:
+        return len([r for r in await rows(db_url) if r.status == "succeeded"]) >= 2
+
+    await eventually(two_runs, 45, "two succeeded runs")
+    assert await daemon.stop() == 0
+    assert {(r.total, r.trigger) for r in await rows(db_url) if r.total} == {(1, "schedule")}
+    failed = [line for line in daemon.log.splitlines() if "sync before the run failed" in line]
+    assert len(failed) >= 2, daemon.log
+    assert all(
+        line.endswith(
+            "sync before the run failed: [discovery] apps 'nope-*': matches no app in "
+            "Authing (2 apps: app-001, app-002)"
+        )
+        for line in failed
+    ), failed
+    assert "Traceback" not in daemon.log
+    assert len(await rows(db_url, audit_target)) == 1
 
 
 async def seed_targets(url: str, emu: Emulator) -> list[str]:
