@@ -38,6 +38,7 @@ class Selection:
     globs: tuple[str, ...]
     status: str | None
     logged_in: bool
+    apps_key: str = "--apps"  # where the globs come from, for messages
 
 
 def selection(
@@ -54,7 +55,8 @@ def selection(
         check_status(chosen)
     except ValueError as exc:
         raise ConfigError(f"--status: {exc}") from None
-    return Selection(globs, chosen, config.logged_in if logged_in is None else logged_in)
+    logged = config.logged_in if logged_in is None else logged_in
+    return Selection(globs, chosen, logged, "--apps" if apps else "[discovery] apps")
 
 
 async def pool_apps(api: DirectoryClient) -> list[str]:
@@ -67,7 +69,7 @@ async def pool_apps(api: DirectoryClient) -> list[str]:
     return found
 
 
-def match_apps(app_ids: Sequence[str], globs: Sequence[str]) -> list[str]:
+def match_apps(app_ids: Sequence[str], globs: Sequence[str], key: str = "--apps") -> list[str]:
     """The apps the globs match (case-sensitive); a glob that matches none is an error."""
     chosen: list[str] = []
     for glob in globs:
@@ -75,7 +77,7 @@ def match_apps(app_ids: Sequence[str], globs: Sequence[str]) -> list[str]:
         if not hits:
             known = ", ".join(app_ids[:SHOWN_APPS]) + (" ..." if len(app_ids) > SHOWN_APPS else "")
             raise ConfigError(
-                f"--apps {glob!r}: matches no app in Authing ({len(app_ids)} apps: "
+                f"{key} {glob!r}: matches no app in Authing ({len(app_ids)} apps: "
                 f"{known or 'none'})"
             )
         chosen += [a for a in hits if a not in chosen]

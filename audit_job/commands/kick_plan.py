@@ -88,8 +88,11 @@ def calls_of(items: list[tuple[str, str, int | None]]) -> list[Call]:
     return calls
 
 
-def guard(plan: Plan, max_users: int, *, configured: int) -> None:
-    """Refuse a plan with more users than allowed (nothing has been kicked yet)."""
+def guard(
+    plan: Plan, max_users: int, *, configured: int, allow: str = "--max-users {count}"
+) -> None:
+    """Refuse a plan with more users than allowed (nothing has been kicked yet). `allow`
+    says how to allow it where the guard is met (the daemon has no --max-users)."""
     count = len(plan.users)
     if count > max_users:
         where = (
@@ -99,7 +102,7 @@ def guard(plan: Plan, max_users: int, *, configured: int) -> None:
         )
         raise ConfigError(
             f"kick: the plan has {count} users, above {where}; nothing kicked "
-            f"(to allow it: --max-users {count})"
+            f"(to allow it: {allow.format(count=count)})"
         )
 
 

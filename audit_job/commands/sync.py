@@ -78,7 +78,7 @@ async def discover_targets(
     """Write (or, dry run, only `emit`) the pairs of the selection."""
     policies = PolicySet(loaded.settings.policy)
     async with _opened(loaded, limiter) as (engine, api):
-        chosen = discover.match_apps(await discover.pool_apps(api), sel.globs)
+        chosen = discover.match_apps(await discover.pool_apps(api), sel.globs, sel.apps_key)
         summary = DiscoverSummary(chosen)
         async with engine.connect() as conn:
             before = await target_store.count(conn)
@@ -121,7 +121,7 @@ async def sync_targets(
 ) -> SyncSummary:
     async with _opened(loaded, limiter) as (engine, api):
         pool = await discover.pool_apps(api)
-        chosen = discover.match_apps(pool, sel.globs)
+        chosen = discover.match_apps(pool, sel.globs, sel.apps_key)
         summary = SyncSummary(chosen, dry_run)
 
         async def handle(conn: AsyncConnection, listing: str, users: list[dict[str, Any]]) -> None:

@@ -77,8 +77,15 @@ class Daemons:
         self.count = 0
 
     def config(
-        self, db_url: str, emulator_url: str, *, listen: bool = False, **schedule: Any
+        self,
+        db_url: str,
+        emulator_url: str,
+        *,
+        listen: bool = False,
+        tail: str = "",
+        **schedule: Any,
     ) -> tuple[Path, int | None]:
+        """The daemon's config file; `tail` is TOML appended as it is (more sections)."""
         port = free_port() if listen else None
         daemon: dict[str, Any] = {"lease_seconds": LEASE}
         if port:
@@ -104,6 +111,8 @@ class Daemons:
                 "daemon": daemon,
             },
         )
+        if tail:
+            path.write_text(path.read_text(encoding="utf-8") + tail, encoding="utf-8")
         return path, port
 
     async def start(self, db_url: str, emulator_url: str, **options: Any) -> Daemon:

@@ -246,7 +246,6 @@ async def test_kick_dry_run_then_apply_resolves_through_the_recheck(
     assert "0 users" in again.out
 
 
-@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.pg)])
 async def sent_at_least(url: str, proc: asyncio.subprocess.Process, more: int) -> None:
     """Wait until `more` further pairs were sent to kick-users (or the process ended)."""
     calls = select(func.count()).select_from(remediation).where(remediation.c.sent_at.is_not(None))

@@ -45,11 +45,20 @@ async def kick_after(loaded: LoadedConfig, metrics: DaemonMetrics) -> None:
         async with open_database(loaded.settings) as engine:
             plan = await kick_plan.make_plan(engine, kick_plan.Choice(violations=True))
         if plan.items:
-            kick_plan.guard(plan, limit, configured=limit)
+            allow = "[remediation] max_users = {count}"
+            kick_plan.guard(plan, limit, configured=limit, allow=allow)
             summaries.append(await kick.apply_plan(loaded, plan))
     except AuditJobError as exc:
         log.error("automatic remediation: %s", exc, extra={"event": "remediation_refused"})
         return
     for summary in summaries:
+        log.warning(
+            "kick plan %s: %d users kicked, %d failed, %d violations resolved by the re-check",
+            summary.plan_id,
+            len(summary.kicked),
+            len(summary.failed),
+            summary.resolved,
+            extra={"event": "remediation_done"},
+        )
         for outcome, count in summary.outcomes.items():
             metrics.remediations[outcome] = metrics.remediations.get(outcome, 0) + count
