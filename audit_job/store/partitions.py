@@ -86,9 +86,13 @@ async def ensure_run_partition(conn: AsyncConnection, run_id: int) -> bool:
     return True
 
 
-async def drop_run_partition(conn: AsyncConnection, run_id: int) -> int | None:
+async def drop_run_partition(
+    conn: AsyncConnection, run_id: int, known: int | None = None
+) -> int | None:
     """Drop run `run_id`'s partition: its checks go at once, leaving no dead rows behind.
-    Returns how many checks it held, or None when the run has no partition of its own."""
+    Returns how many checks it held (`known`, when the caller has it: counting a
+    million-row partition costs more than dropping it), or None when the run has no
+    partition of its own."""
     if not await is_partitioned(conn):
         return None
     name = partition_name(run_id)
@@ -97,7 +101,9 @@ async def drop_run_partition(conn: AsyncConnection, run_id: int) -> int | None:
     # A long export holding the table would make the DROP wait, and every statement
     # queued behind it: wait a bounded time, then fail (prune can simply be run again).
     await conn.execute(text(f"SET LOCAL lock_timeout = {LOCK_TIMEOUT_MS}"))
-    count = (await conn.execute(text(f"SELECT count(*) FROM {name}"))).scalar_one()
+    count = known
+    if count is None:
+        count = (await conn.execute(text(f"SELECT count(*) FROM {name}"))).scalar_one()
     await conn.execute(text(f"DROP TABLE {name}"))
     return int(count)
 

@@ -60,7 +60,9 @@ async def delete_checks_batch(conn: AsyncConnection, run_id: int, batch: int) ->
 async def drop_checks(conn: AsyncConnection, run_id: int) -> int | None:
     """All the run's checks at once, when they have a partition of their own: the number
     dropped, else None (delete them in batches)."""
-    dropped = await partitions.drop_run_partition(conn, run_id)
+    # An ended run's summary rows say how many checks it holds (a resumed one has none).
+    known = await summary.checks_of(conn, run_id)
+    dropped = await partitions.drop_run_partition(conn, run_id, known)
     if dropped is not None:
         await summary.clear_summary(conn, run_id)
         await run_changes.forget_changes(conn, run_id)

@@ -35,6 +35,13 @@ async def write_summary(conn: AsyncConnection, run_id: int) -> None:
     )
 
 
+async def checks_of(conn: AsyncConnection, run_id: int) -> int | None:
+    """How many checks the ended run holds, from its summary rows (None: it has none)."""
+    stmt = select(func.sum(audit_run_summary.c.total)).where(audit_run_summary.c.run_id == run_id)
+    total = (await conn.execute(stmt)).scalar_one_or_none()
+    return None if total is None else int(total)
+
+
 async def clear_summary(conn: AsyncConnection, run_id: int) -> None:
     await conn.execute(delete(audit_run_summary).where(audit_run_summary.c.run_id == run_id))
 
