@@ -6,19 +6,16 @@ max_in_flight). Started on the server core."""
 from __future__ import annotations
 
 import contextlib
-import json
-import signal
 import subprocess
-import urllib.request
 from collections.abc import Iterator
-from typing import Any
 
 from baselines import KEY_ID, SECRET
 
 from harness.processes import PY, SERVER_CORE, base_env, pin
+from harness.server import ServedProcess
 
 
-class EmulatorServer:
+class EmulatorServer(ServedProcess):
     def __init__(self, **options: float) -> None:
         argv = [PY, "-m", "audit_job", "emulator", "--port", "0"]
         argv += ["--access-key-id", KEY_ID, "--access-key-secret", SECRET]
@@ -31,23 +28,6 @@ class EmulatorServer:
         if len(line) < 4 or line[:3] != ["emulator", "listening", "on"]:
             raise SystemExit(f"audit-job emulator did not start: {line}")
         self.url = line[3]
-
-    def stats(self) -> dict[str, Any]:
-        with urllib.request.urlopen(self.url + "/__stats", timeout=10) as resp:
-            return json.loads(resp.read())
-
-    def reset(self) -> None:
-        req = urllib.request.Request(self.url + "/__reset", data=b"", method="POST")
-        with urllib.request.urlopen(req, timeout=10):
-            pass
-
-    def close(self) -> None:
-        self.process.send_signal(signal.SIGINT)
-        try:
-            self.process.wait(5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
 
 
 @contextlib.contextmanager

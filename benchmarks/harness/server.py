@@ -13,17 +13,11 @@ from typing import Any
 from harness.processes import PY, SERVER_CORE, STANDIN
 
 
-class Standin:
-    def __init__(self, delay_ms: float = 0.0, limit: int = 0) -> None:
-        argv = [PY, STANDIN, "--delay-ms", str(delay_ms), "--limit", str(limit)]
-        if SERVER_CORE is not None:
-            argv += ["--cpu", str(SERVER_CORE)]
-        self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline().split()
-        if not line or line[0] != "READY":
-            raise SystemExit("benchmarks/standin.py did not start")
-        self.url = f"http://127.0.0.1:{line[1]}"
+class ServedProcess:
+    """A bench server process with the /__stats and /__reset of both servers."""
+
+    process: subprocess.Popen[str]
+    url: str
 
     def stats(self) -> dict[str, Any]:
         with urllib.request.urlopen(self.url + "/__stats", timeout=10) as resp:
@@ -41,6 +35,19 @@ class Standin:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+
+class Standin(ServedProcess):
+    def __init__(self, delay_ms: float = 0.0, limit: int = 0) -> None:
+        argv = [PY, STANDIN, "--delay-ms", str(delay_ms), "--limit", str(limit)]
+        if SERVER_CORE is not None:
+            argv += ["--cpu", str(SERVER_CORE)]
+        self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline().split()
+        if not line or line[0] != "READY":
+            raise SystemExit("benchmarks/standin.py did not start")
+        self.url = f"http://127.0.0.1:{line[1]}"
 
 
 @contextlib.contextmanager
