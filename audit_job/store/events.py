@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import orjson
 from sqlalchemy import delete, func, insert, select
@@ -73,6 +73,23 @@ class Conclusive(Protocol):
 
 
 # --- payloads of the run and schedule events ------------------------------------------------
+
+
+Answer = TypeVar("Answer", bound=Conclusive)
+
+
+def latest_per_pair(answers: Sequence[Answer]) -> list[Answer]:
+    """Each pair's newest conclusive answer of a batch (error answers left out): where a
+    batch holds a pair more than once, only its newest answer counts."""
+    latest: dict[tuple[str, str], Answer] = {}
+    for answer in answers:
+        if answer.active is None:
+            continue
+        key = (answer.app_id, answer.user_id)
+        seen = latest.get(key)
+        if seen is None or answer.checked_at >= seen.checked_at:
+            latest[key] = answer
+    return list(latest.values())
 
 
 def run_ended(

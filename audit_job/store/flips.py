@@ -16,7 +16,7 @@ from audit_job.models import EventType
 from audit_job.store import batchvalues
 from audit_job.store.bulk import sqlite_time
 from audit_job.store.dialect import EVENT_APPEND_LOCK, lock_event_appends
-from audit_job.store.events import PAIR_CHUNK, Conclusive, NewEvent, append, iso
+from audit_job.store.events import PAIR_CHUNK, Conclusive, NewEvent, append, iso, latest_per_pair
 from audit_job.store.tables import session_state
 from audit_job.store.types import utcnow
 
@@ -77,18 +77,6 @@ ORDER BY b.app_id, b.user_id
     return _flip_sql[dialect]
 
 
-def _latest_per_pair(answers: Sequence[Conclusive]) -> list[Conclusive]:
-    latest: dict[tuple[str, str], Conclusive] = {}
-    for answer in answers:
-        if answer.active is None:
-            continue
-        key = (answer.app_id, answer.user_id)
-        seen = latest.get(key)
-        if seen is None or answer.checked_at >= seen.checked_at:
-            latest[key] = answer
-    return list(latest.values())
-
-
 async def append_flips(
     conn: AsyncConnection,
     answers: Sequence[Conclusive],
@@ -100,7 +88,7 @@ async def append_flips(
     pair's previous conclusive answer: one INSERT .. SELECT joining the batch with
     session_state. Call it BEFORE the batch's session_state upsert. Returns the number of
     events (-1 where the driver does not say)."""
-    rows = _latest_per_pair(answers)
+    rows = latest_per_pair(answers)
     if not rows:
         return 0
     created = now or utcnow()

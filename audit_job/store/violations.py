@@ -29,7 +29,7 @@ from audit_job.models import EventType, Expect, Severity
 from audit_job.policy import contradicts
 from audit_job.store import batchvalues
 from audit_job.store.dialect import insert_ignore
-from audit_job.store.events import PAIR_CHUNK, NewEvent, iso
+from audit_job.store.events import PAIR_CHUNK, NewEvent, iso, latest_per_pair
 from audit_job.store.tables import audit_violation, session_state
 
 RESOLVED_BY_CHECK = "check"
@@ -107,18 +107,6 @@ def _statement(dialect: str, name: str) -> Any:
             )
             _sql[key] = text(sql)
     return _sql[key]
-
-
-def _latest(answers: Sequence[JudgedAnswer]) -> list[JudgedAnswer]:
-    latest: dict[tuple[str, str], JudgedAnswer] = {}
-    for answer in answers:
-        if answer.active is None:
-            continue
-        key = (answer.app_id, answer.user_id)
-        seen = latest.get(key)
-        if seen is None or answer.checked_at >= seen.checked_at:
-            latest[key] = answer
-    return list(latest.values())
 
 
 async def open_for(
@@ -199,7 +187,7 @@ async def judge(
     found none open when it started: a pair is answered once per run, so none of its
     pairs can have gained one since); a batch with no contradiction then costs nothing.
     `resolution`: what resolved them (`check`, or `recheck` after a kick)."""
-    rows = _latest(answers)
+    rows = latest_per_pair(answers)
     if not rows:
         return []
     if not maybe_open and not any(contradicts(a.expect, bool(a.active)) for a in rows):

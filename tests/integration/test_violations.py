@@ -279,7 +279,7 @@ async def test_the_flip_statement_agrees_with_the_portable_rule(engine: AsyncEng
         sql_count = await flips.append_flips(conn, batch, now=at(3))
         sql_rows = await events.read_after(conn, 0)
         await conn.execute(audit_event.delete())
-        portable = await flips._append_flips_portable(conn, flips._latest_per_pair(batch), at(3))
+        portable = await flips._append_flips_portable(conn, events.latest_per_pair(batch), at(3))
         portable_rows = await events.read_after(conn, 0)
     assert sql_count == portable == len(sql_rows) > 0
     assert [(r.type, r.user_id, json.loads(r.payload)) for r in sql_rows] == [
