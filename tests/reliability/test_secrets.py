@@ -112,7 +112,13 @@ def test_no_secret_or_token_anywhere(db_url: str, auth: str, tmp_path: Path) -> 
         failed = tour.run("run", "--no-progress", env=wrong_env)
         assert failed["code"] == 1, failed
         assert "check [authing] access_key_id" in failed["out"] + failed["err"], failed
-        assert tour.run("check", "app-1", "user-000001", env=wrong_env)["code"] == 1
+        # `check` makes one attempt: a 5xx fault (5 % of them here) makes it a per-pair
+        # error (exit 3) before the credentials are judged, so ask again in that case.
+        for _ in range(5):
+            checked = tour.run("check", "app-1", "user-000001", env=wrong_env)
+            if checked["code"] != 3:
+                break
+        assert checked["code"] == 1, checked
         assert tour.run("run", "--no-progress", "--json")["code"] == 3
         parallel = [
             ("config", "show"),
