@@ -5,7 +5,6 @@ database, which `audit-job --help` has no use for."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
 import sys
@@ -55,6 +54,8 @@ def _report_line(report: Any) -> str:
 
 
 async def _follow_deliveries(settings: Any) -> None:
+    import asyncio
+
     from audit_job.commands import events as service
 
     stop = asyncio.Event()

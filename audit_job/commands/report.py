@@ -22,7 +22,6 @@ from audit_job.commands.database import open_database
 from audit_job.config import Settings
 from audit_job.errors import ConfigError, NotFound
 from audit_job.models import CheckStatus
-from audit_job.store import evidence as evidence_store
 from audit_job.store import reports as store
 from audit_job.store import violation_reads
 from audit_job.store.reports import changes as change_store
@@ -264,6 +263,9 @@ async def report(settings: Settings, run: str | int | None = None) -> Report:
 async def html_data(
     settings: Settings, run: str | None = None, *, recent_runs: int = 30, max_changes: int = 200
 ) -> HtmlData:
+    # Only the HTML report reads run digests: the listing commands skip their import.
+    from audit_job.store import evidence as evidence_store
+
     async with open_database(settings) as engine:
         async with engine.connect() as conn:
             rep = await report_of(conn, run)
