@@ -19,22 +19,29 @@ API does not spend its first second at a guess.
 Gradient (the server queueing). Answers are grouped into intervals (>= 100 ms and >= 16
 answers); for each, its median latency m and the requests in flight it saw, X = answers a
 second x mean latency (Little again, from answers alone). The baseline B is the lowest
-median of any 16 consecutive answers: it is measured before a queue can build, even in a
-run's first 100 ms. When m > tolerance x B (1.5), latency grew with load: the server queues
-what it cannot serve, and more in flight only adds waiting. If latency is proportional to
-load beyond the server's capacity, X x tolerance x B / m in flight brings the median back to
-tolerance x B, so the cap moves there in one step. While m <= tolerance x B the cap grows by
+median of any 16 consecutive answers. It is measured before a queue can build: the cap
+starts at `initial_cap` (64) and grows by one per answer (TCP's slow start: it doubles each
+round trip while it binds) until the first cut. Starting at the maximum, a run against a
+server serving 50 at once sent 256 requests before any answer, its first answers already
+took 5x the server's latency (the client's own start-up in them too), and that baseline
+never saw the queue: 6x the latency all run (benchmarks/run.py). When m > tolerance x B
+(1.5), latency grew with load: the server queues what it cannot serve, and more in flight
+only adds waiting. If latency is proportional to load beyond the server's capacity, X x 1.2
+x B / m in flight brings the median down to 1.2 x B (`CUT_TO`), so the cap moves there in
+one step: clearly under the tolerance, so the verdict below tells a cut that drained a queue
+from one that did not (a cut to exactly the tolerance changed the median by no more than an
+interval's noise, and was undone as "not ours"). While m <= tolerance x B the cap grows by
 10 % an interval, probing for room. A median less than `queue_floor` (15 ms) above B is
 never a queue: a busy client host's own scheduling delays add 5-15 ms to every answer
 without any server queueing, and cutting for them starved a 300/s run down to one request in
 flight, and a 500/s run at 5 ms to 55 % of its rate (benchmarks/run.py). A cut is judged by
 the first interval that starts a median latency after it (earlier answers were sent before
 it): if requests in flight fell by 15 % or more and the median stayed (>= 85 % of before: a
-cut of our own queue brings it down to the tolerance, and an interval's median of a +-10 %
-spread varies), the slowdown is not ours (the API got slower for everyone), so the baseline
-moves to the new median and the cut is undone. Each cut is an experiment; no periodic
-probing is needed, and a standing queue never creeps the baseline up, since it moves down
-only, or on such a verdict.
+cut of our own queue brings it down to 1.2 x B, and an interval's median of a +-10 % spread
+varies), the slowdown is not ours (the API got slower for everyone), so the baseline moves
+to the new median and the cut is undone. Each cut is an experiment; no periodic probing is
+needed, and a standing queue never creeps the baseline up, since it moves down only, or on
+such a verdict.
 
 A cut is also undone when the answers a second fell by more than 10 % (`_KEPT`): a server at
 its capacity answers as many with fewer in flight, while a client busy with its own CPU (its
@@ -63,9 +70,11 @@ import math
 from collections import deque
 
 MAX_LIMIT = 256
+INITIAL_CAP = 64
 HEADROOM = 1.1
 HIGH_PERCENTILE = 0.9
 TOLERANCE = 1.5
+CUT_TO = 1.2
 QUEUE_FLOOR_SECONDS = 0.015
 GROWTH = 0.1
 SHORTFALL = 0.9
@@ -93,6 +102,7 @@ class AdaptiveConcurrency:
         percentile: float = HIGH_PERCENTILE,
         tolerance: float = TOLERANCE,
         growth: float = GROWTH,
+        initial_cap: int = INITIAL_CAP,
         queue_floor: float = QUEUE_FLOOR_SECONDS,
         gradient: bool = True,
     ) -> None:
@@ -104,6 +114,8 @@ class AdaptiveConcurrency:
             raise ValueError(f"percentile must be in (0, 1], got {percentile!r}")
         if not (tolerance > 1 and math.isfinite(tolerance)):
             raise ValueError(f"tolerance must be > 1, got {tolerance!r}")
+        if initial_cap < 1:
+            raise ValueError(f"initial_cap must be >= 1, got {initial_cap!r}")
         if not (growth > 0 and math.isfinite(growth)):
             raise ValueError(f"growth must be > 0, got {growth!r}")
         if not (queue_floor >= 0 and math.isfinite(queue_floor)):
@@ -122,7 +134,10 @@ class AdaptiveConcurrency:
         self._group: list[float] = []  # the last few answers, for the baseline
         self._high: float | None = None  # the window's high percentile, per interval
         self._base: float | None = None
-        self._cap = float(max_limit)
+        # Slow start (TCP's): the cap starts low and grows by one per answer until the first
+        # cut, so the first answers show the latency of an unloaded server (the baseline).
+        self._cap = float(max(min_limit, min(max_limit, initial_cap)))
+        self._slow_start = True
         # The last cut: (at, in flight, median, the cap before it)
         self._cut: tuple[float, float, float, float, float] | None = None
         self._rate_seen = math.inf  # the rate let out, and the client's lag, at the last answer
@@ -169,6 +184,9 @@ class AdaptiveConcurrency:
         elif not (held >= latency_seconds and math.isfinite(held)):
             held = latency_seconds
         self._window.append(held)
+        if self._slow_start and self._cap < self.max_limit:
+            # One more per answer: doubles each round trip while the cap is what binds.
+            self._cap = min(float(self.max_limit), self._cap + 1.0)
         group = self._group
         group.append(latency_seconds)
         if len(group) >= INTERVAL_SAMPLES:
@@ -245,11 +263,12 @@ class AdaptiveConcurrency:
         ratio = server_median / base
         short = answers < SHORTFALL * self._rate_seen
         if short and ratio > self._tolerance and server_median - base > self._queue_floor:
-            target = in_flight * self._tolerance / ratio
+            target = in_flight * min(CUT_TO, self._tolerance) / ratio
             before, answers_before = self._cap, answers
             if cut is not None:  # a cut on a cut: undoing it undoes both
                 before, answers_before = max(before, cut[3]), max(answers, cut[4])
             self._cap = max(float(self.min_limit), min(self._cap, target))
+            self._slow_start = False
             self._cut = (now, in_flight, median, before, answers_before)
         elif self._cap < self.max_limit:
             self._cap = min(float(self.max_limit), self._cap * (1 + self._growth))

@@ -10,7 +10,13 @@ import pytest
 from virtual_loop import run_virtual
 
 import audit_job.concurrency
-from audit_job.concurrency import HEADROOM, INTERVAL_SAMPLES, AdaptiveConcurrency
+from audit_job.concurrency import (
+    CUT_TO,
+    HEADROOM,
+    INITIAL_CAP,
+    INTERVAL_SAMPLES,
+    AdaptiveConcurrency,
+)
 from audit_job.inflight_gate import InFlightGate, gate_for
 
 T0 = 1000.0
@@ -86,12 +92,29 @@ def test_before_any_answer_the_oldest_requests_age_bounds_the_latency() -> None:
     assert not rule.warmed_up
     assert rule.limit(500, T0, None) == 1  # nothing sent yet
     assert rule.limit(500, T0 + 0.1, T0) == need(500, 0.1)  # 55
-    assert rule.limit(500, T0 + 0.4, T0) == need(500, 0.4)  # grows with age
+    assert rule.limit(500, T0 + 0.11, T0) == need(500, 0.11)  # grows with age
+    assert rule.limit(500, T0 + 0.4, T0) == INITIAL_CAP  # up to the slow start's cap
     # The first answers: their slowest counts until an interval has closed.
     rule.observe(0.2, T0 + 0.5)
     rule.observe(0.25, T0 + 0.5)
     assert rule.warmed_up
-    assert rule.limit(500, T0 + 5.0, T0) == need(500, 0.25)
+    assert rule.limit(200, T0 + 5.0, T0) == need(200, 0.25)  # 55: under the cap (66)
+
+
+def test_slow_start_doubles_the_cap_each_round_trip_until_the_first_cut() -> None:
+    """The first requests out meet an unloaded server, so the baseline is its latency, not
+    that of a queue the client built before any answer came back."""
+    rule = AdaptiveConcurrency()
+    assert rule.limit(100_000, T0 + 0.05, T0) == INITIAL_CAP == 64
+    now = feed(rule, [0.02] * 64, T0 + 0.02, 0.001)  # one round trip of answers
+    assert rule.limit(100_000, now, T0) == 128
+    now = steady(rule, 0.020, 40, 0.5, now)  # 20 ms at 40 in flight: the baseline
+    assert rule.baseline_seconds == pytest.approx(0.020)
+    assert rule.cap == 256
+    now = steady(rule, 0.100, 250, 0.2, now)  # a queue: cut, and the slow start is over
+    cut = rule.cap
+    feed(rule, [0.02] * 10, now, 0.001)  # too few for an interval: no growth either
+    assert rule.cap == cut < 256
 
 
 def test_a_nonsense_latency_is_ignored() -> None:
@@ -111,8 +134,10 @@ def test_latency_growing_with_load_cuts_the_cap_in_one_step() -> None:
     assert rule.cap == 256
     # 250 in flight at a server serving 50 at a time: five times the latency.
     now = steady(rule, 0.100, 250, 0.2, now)
-    # 250 x 1.5 / 5: what brings the median back to 1.5 x the baseline.
-    assert rule.cap == pytest.approx(75, rel=0.02)
+    # 250 x 1.2 / 5: what brings the median down to 1.2 x the baseline, clearly under the
+    # 1.5 x that cuts (a cut to exactly the tolerance leaves its verdict to noise).
+    assert CUT_TO == 1.2
+    assert rule.cap == pytest.approx(60, rel=0.02)
     assert rule.limit(10_000, now, None) == math.floor(rule.cap)
 
 
@@ -262,6 +287,7 @@ def test_a_standing_queue_never_creeps_the_baseline_up() -> None:
         {"tolerance": 1.0},
         {"growth": 0},
         {"queue_floor": -1},
+        {"initial_cap": 0},
     ],
 )
 def test_bad_settings_are_rejected(kwargs: dict[str, float]) -> None:
