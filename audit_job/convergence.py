@@ -2,13 +2,20 @@
 rate), the step to it, and the probe after it. Clock passed in; O(1) per answer.
 
 Delivery. Every answer that was not a throttle adds one to `DeliveryMeter.accepted` (the
-hot path: one addition). A checkpoint (time, accepted) is taken at most every 100 ms as
+hot path: a few additions). A checkpoint (time, accepted) is taken at most every 100 ms as
 requests go out, over a little more than the last second. A throttling episode begins at
-the first throttle after a second without any, and again at every step. The rate let
-through, asked at a throttle:
-- since the episode began, when at least 6 answers came through since (and 20 ms went by):
-  a token bucket lets its stored burst through before it throttles, which says nothing of
-  its rate, and exactly its rate while it throttles;
+the first throttle after a second without any, and again at every measured step. The rate
+let through, asked at a throttle:
+- since the episode began, when at least 6 answers came through since: a token bucket lets
+  its stored burst through before it throttles, which says nothing of its rate, and exactly
+  its rate while it throttles. With send times (the check client's), it counts the requests
+  sent from the first throttled one (or from the step) that were let through, over the
+  send times they span (BBR's delivery rate): answers of the burst may arrive after the
+  first throttle (new connections are slower), and a server answers a throttle sooner than
+  a check, so counting by answer time put a 300/s limit at 685/s or at 250/s at 50 ms
+  latency (benchmarks/run.py). Until a check sent since could have answered (the latest
+  check's latency), or while the answers counted were sent together (under 20 ms apart),
+  it is too soon to tell;
 - else over the last second, once the meter has seen a whole second, or when nothing at all
   came through since the episode began: a server counting whole seconds lets its quota
   through early in the second, then nothing;
@@ -46,14 +53,41 @@ MAX_STEP_DOWN = 0.25
 
 
 class DeliveryMeter:
-    __slots__ = ("_episode", "_last_throttle_at", "_mark_due", "_marks", "accepted")
+    __slots__ = (
+        "_episode",
+        "_last_throttle_at",
+        "_mark_due",
+        "_marks",
+        "accepted",
+        "episode_accepted",
+        "episode_last_sent",
+        "episode_sent_from",
+        "ok_latency",
+    )
 
     def __init__(self) -> None:
         self.accepted = 0
         self._marks: deque[tuple[float, int]] = deque(maxlen=_MARKS)
         self._mark_due = -math.inf
         self._last_throttle_at = -math.inf
-        self._episode = (-math.inf, 0)  # (when throttling began, accepted by then)
+        self._episode = -math.inf  # when throttling began (its first throttle answered)
+        # Answers let through of requests sent from `episode_sent_from` on (`let_through`).
+        self.episode_accepted = 0
+        self.episode_sent_from = -math.inf
+        self.episode_last_sent = -math.inf
+        self.ok_latency = 0.0  # the latest answer let through: its latency
+
+    def let_through(self, sent_at: float | None, now: float = 0.0) -> None:
+        """One answer let through, now; `sent_at` its request's send time, when known."""
+        self.accepted += 1
+        if sent_at is None:
+            self.episode_accepted += 1
+            return
+        self.ok_latency = now - sent_at
+        if sent_at >= self.episode_sent_from:
+            self.episode_accepted += 1
+            if sent_at > self.episode_last_sent:
+                self.episode_last_sent = sent_at
 
     def mark(self, now: float) -> None:
         """Take a checkpoint if one is due (called as requests go out)."""
@@ -61,14 +95,24 @@ class DeliveryMeter:
             self._marks.append((now, self.accepted))
             self._mark_due = now + MARK_SECONDS
 
-    def throttled(self, now: float) -> None:
+    def throttled(self, now: float, sent_at: float | None = None) -> None:
         if now - self._last_throttle_at > WINDOW_SECONDS:
-            self._episode = (now, self.accepted)
+            # Only requests sent from the first throttled one's send time count: an answer
+            # of a request the server took earlier (from its stored burst) may arrive later
+            # than the first throttle, the first connections being slower to set up.
+            self._begin(now, -math.inf if sent_at is None else sent_at)
         self._last_throttle_at = now
 
     def restart(self, now: float) -> None:
-        """Measure from now on (a step was taken while the server stays full)."""
-        self._episode = (now, self.accepted)
+        """Measure the requests sent from now on (a step was taken while the server stays
+        full)."""
+        self._begin(now, now)
+
+    def _begin(self, at: float, sent_from: float) -> None:
+        self._episode = at
+        self.episode_sent_from = sent_from
+        self.episode_last_sent = sent_from
+        self.episode_accepted = 0
 
     def rate(self, now: float, *, since_throttling: bool) -> tuple[float, int] | None:
         """(answers let through per second, how many were counted), or None."""
@@ -80,10 +124,19 @@ class DeliveryMeter:
                 break
             before, whole = count, True
         if since_throttling:
-            began_at, accepted_then = self._episode
-            through = self.accepted - accepted_then
-            if through >= MIN_DELIVERED and now - began_at >= MIN_DELIVERY_SECONDS:
-                return through / (now - began_at), through
+            through = self.episode_accepted
+            if through == 0 and now - self.episode_sent_from < self.ok_latency:
+                return None  # a throttle comes back sooner than a check: too soon to tell
+            if self.episode_last_sent > self.episode_sent_from:
+                # By send time: of the requests sent since throttling began, up to the
+                # latest one answered, how many were let through (BBR's delivery rate).
+                # Answer times would miss the latency of the last ones still out, and a
+                # server answers a throttle sooner than a check.
+                span = self.episode_last_sent - self.episode_sent_from
+                if through >= MIN_DELIVERED:
+                    return (through / span, through) if span >= MIN_DELIVERY_SECONDS else None
+            elif through >= MIN_DELIVERED and now - self._episode >= MIN_DELIVERY_SECONDS:
+                return through / (now - self._episode), through
             whole = whole or through == 0
         counted = self.accepted - before
         if counted < MIN_DELIVERED or not whole:

@@ -264,7 +264,7 @@ class AdaptiveRateLimiter:
         rate = self._recover(now)
         convergence = self._convergence
         if convergence is not None:
-            convergence.meter.throttled(now)
+            convergence.meter.throttled(now, sent_at)
             if sent_at is not None and sent_at < self._last_decrease_at:
                 return False
         recent = self._recent_throttles
@@ -281,12 +281,14 @@ class AdaptiveRateLimiter:
         if len(recent) < needed:
             return False  # stray throttles (jitter at the limit) are not a lower limit
         new_rate, hold, precise = rate * self._decrease_factor, 0.0, False
+        measured = False
         if convergence is not None:
             step = convergence.step(now, rate)
             if step is None:
                 return False  # already there: these answers were sent before the last step
             if step[0] > 0:
                 new_rate, hold, precise = step
+                measured = True
         recent.clear()
         self._ceiling = rate
         self._rate = max(self._min_rate, new_rate)
@@ -295,15 +297,19 @@ class AdaptiveRateLimiter:
         self._hold_until = now + max(self._recovery_delay, hold)
         if convergence is not None:
             convergence.settle_at(self._rate, precise)
-            if sent_at is not None:
-                convergence.meter.restart(now)  # the server is full on both sides of now
+            if sent_at is not None and measured:
+                # The server is full on both sides of now: measure from the step on. A cut
+                # by a factor (too soon to measure) keeps measuring since throttling began.
+                convergence.meter.restart(now)
         return True
 
-    def on_success(self) -> None:
+    def on_success(self, sent_at: float | None = None) -> None:
         """Report an answer the server let through (anything but a throttle): the delivery
-        count the convergence step measures. O(1): one addition, no clock read."""
+        count the convergence step measures. O(1). `sent_at`: when its
+        request went out, on this limiter's clock (a throttling episode counts only the
+        requests sent during it)."""
         if self._convergence is not None:
-            self._convergence.meter.accepted += 1
+            self._convergence.meter.let_through(sent_at, self._clock())
 
     def on_rate_limit(self, remaining: float, reset_seconds: float) -> None:
         """The server's own word (RateLimit / X-RateLimit headers): `remaining` requests

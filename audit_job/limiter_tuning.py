@@ -42,12 +42,13 @@ RUN_TUNING: dict[str, Any] = {
 }
 
 # One-step convergence: step only beyond strays (3, and 2 % of the rate, within a second), to
-# sending 98 % of what the server let through (10 % down while too few answers tell); probe
+# sending 98 % of what the server let through (10 % down while too few answers tell), again
+# after 50 ms at the soonest (throttles of requests sent before a step never count); probe
 # upwards at 1 % of that per second after 0.5 s, or after 30 s when a precise step shows the
 # server bounds the rate (tests/unit/test_adaptive_simulation.py shows the targets).
 CONVERGING_TUNING: dict[str, Any] = {
     "decrease_factor": 0.9,
-    "decrease_interval_seconds": 0.25,
+    "decrease_interval_seconds": 0.05,
     "recovery_delay_seconds": 0.5,
     "min_throttles": 3,
     "throttle_share": 0.02,

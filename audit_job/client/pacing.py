@@ -107,7 +107,7 @@ class RequestPacing:
             limiter.on_throttle(sent_at)
             self.gate.release()
         else:
-            limiter.on_success()
+            limiter.on_success(sent_at)
             held = None if slot_at is None else max(latency_seconds, self._clock() - slot_at)
             self.gate.release(latency_seconds, held)
 

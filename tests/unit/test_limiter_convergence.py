@@ -244,8 +244,9 @@ def test_the_warm_start_rate_steps_at_once_when_the_limit_dropped() -> None:
     first_step(limiter, clock, 150, 140)  # a rough step at once...
     assert limiter.current_rate < 291.0
     storm(limiter, clock, accepted_per_second=150, throttled_per_second=140, seconds=0.5)
-    # ...then one measured on what came through since.
-    assert limiter.current_rate == pytest.approx(0.97 * 150 * PACING_MARGIN, rel=0.01)
+    # ...then one measured on what came through since throttling began (a cut by a factor,
+    # with too few answers to measure, does not restart the measure).
+    assert limiter.current_rate == pytest.approx(0.97 * 150 * PACING_MARGIN, rel=0.02)
 
 
 def test_lowering_the_cap_under_a_bounded_rate_hands_the_bound_to_the_cap() -> None:
@@ -270,10 +271,50 @@ def test_delivery_meter_needs_enough_answers() -> None:
     meter = DeliveryMeter()
     meter.mark(T0)
     meter.throttled(T0)
-    meter.accepted += 5
+    for _ in range(5):
+        meter.let_through(None)
     assert meter.rate(T0 + 0.1, since_throttling=True) is None
-    meter.accepted += 1
+    meter.let_through(None)
     assert meter.rate(T0 + 0.1, since_throttling=True) == (pytest.approx(60), 6)
+
+
+def test_with_send_times_only_requests_sent_while_throttled_count() -> None:
+    """The first throttled request went out at T0; answers of requests the server took
+    from its stored burst, sent before it, still arrive after it (slower new connections)
+    and say nothing of its rate. Of those sent after it, 3 per 10 ms came through."""
+    meter = DeliveryMeter()
+    meter.throttled(T0 + 0.05, sent_at=T0)
+    for i in range(20):  # sent before T0, answered late
+        meter.let_through(T0 - 0.02 + i * 0.001, T0 + 0.06)
+    for i in range(30):  # sent over T0 .. T0 + 0.1: 300/s
+        meter.let_through(T0 + (i + 1) / 300, T0 + 0.05 + (i + 1) / 300)
+    per_second, counted = meter.rate(T0 + 0.15, since_throttling=True)
+    assert counted == 30
+    assert per_second == pytest.approx(300)
+
+
+def test_a_throttle_answered_sooner_than_a_check_is_too_soon_to_measure() -> None:
+    """Throttles come back in 1 ms, checks in 50 ms: until a check sent since throttling
+    began could have answered, nothing let through says nothing."""
+    meter = DeliveryMeter()
+    meter.mark(T0 - 2.0)  # a whole second seen: the quota rule would apply
+    for i in range(10):  # a quota of 10 let through; checks take 50 ms
+        meter.let_through(T0 - 0.06 + i * 0.001, T0 - 0.01 + i * 0.001)
+    meter.throttled(T0 + 0.001, sent_at=T0)
+    assert meter.rate(T0 + 0.02, since_throttling=True) is None
+    # Still nothing through a check's latency later: a quota counter's silence, measured
+    # over the last second.
+    assert meter.rate(T0 + 0.06, since_throttling=True) == (10.0, 10)
+
+
+def test_answers_sent_together_are_too_soon_to_tell_a_rate() -> None:
+    """Six let through, all sent in one event-loop turn with the first throttled one."""
+    meter = DeliveryMeter()
+    meter.throttled(T0 + 0.01, sent_at=T0)
+    for _ in range(5):
+        meter.let_through(T0, T0 + 0.01)
+    meter.let_through(T0 + 0.001, T0 + 0.011)
+    assert meter.rate(T0 + 0.02, since_throttling=True) is None
 
 
 # Rate-limit headers.
