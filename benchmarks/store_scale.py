@@ -359,10 +359,10 @@ def _answer(row_id: int, now: datetime) -> CheckResult:
     )
 
 
-def writes_against_empty(layout: Layout, base: Layout, pairs: int) -> None:
-    """A new run on the layout and one on the database holding only the targets, their
-    writes in alternating chunks (so the host's drift falls on both alike): medians and
-    the median of the per-round ratios."""
+def writes_against(layout: Layout, base: Layout, pairs: int, key: str = "empty") -> None:
+    """A new run on the layout and one on `base` (the database holding only the targets, or
+    one earlier run), their writes in alternating chunks (so the host's drift falls on both
+    alike): medians and the median of the per-round ratios, as figures named by `key`."""
     run_id, snap = asyncio.run(new_run(layout.url))
     base_run, base_snap = asyncio.run(new_run(base.url))
     chunk = max(WRITE_BATCH, pairs // 10 // WRITE_ROUNDS)
@@ -378,16 +378,18 @@ def writes_against_empty(layout: Layout, base: Layout, pairs: int) -> None:
             else:
                 rate, base_after = asyncio.run(write_chunk(base.url, base_run, base_after, chunk))
                 theirs.append(rate)
-    layout.figures["snapshot_s"], layout.figures["empty_snapshot_s"] = snap, base_snap
-    layout.figures["write_per_s"] = statistics.median(ours)
-    layout.figures["empty_write_per_s"] = statistics.median(theirs)
+    if key == "empty":
+        layout.figures["snapshot_s"] = snap
+        layout.figures["write_per_s"] = statistics.median(ours)
+    layout.figures[f"{key}_snapshot_s"] = base_snap
+    layout.figures[f"{key}_write_per_s"] = statistics.median(theirs)
     ratios = [a / b for a, b in zip(ours, theirs, strict=True)]
-    layout.figures["write_ratio"] = statistics.median(ratios)
+    layout.figures[f"{key}_write_ratio"] = statistics.median(ratios)
     asyncio.run(forget_run(base, base_run))
 
 
 async def forget_run(layout: Layout, run_id: int) -> None:
-    """The empty database is empty again for the next layout."""
+    """The base database is as it was again, for the next layout."""
     engine = create_engine(layout.url)
     try:
         async with engine.begin() as conn:
@@ -465,7 +467,9 @@ async def check_layout(layout: Layout) -> None:
         await engine.dispose()
 
 
-def measure(layout: Layout, base: Layout, runs: int, pairs: int) -> None:
+def measure(
+    layout: Layout, base: Layout, runs: int, pairs: int, one_run: Layout | None = None
+) -> None:
     print(f"  {layout.label}: building {runs} runs x {pairs:,} pairs", flush=True)
     asyncio.run(create_database(layout))
     asyncio.run(check_layout(layout))
@@ -473,18 +477,21 @@ def measure(layout: Layout, base: Layout, runs: int, pairs: int) -> None:
     layout.figures["size_mb"] = asyncio.run(size_mb(layout))
     time_reports(layout, runs)
     asyncio.run(time_services(layout))
-    writes_against_empty(layout, base, pairs)
+    writes_against(layout, base, pairs)
+    if one_run is not None:  # history's size alone: the same work, one earlier run
+        writes_against(layout, one_run, pairs, "one_run")
     asyncio.run(age_oldest(layout.url, PRUNED))
     layout.figures["prune_10_s"] = cli(layout, "prune", "--keep-days", "30")[0]
     layout.figures["size_after_prune_mb"] = asyncio.run(size_mb(layout))
 
 
-def measure_empty(layout: Layout, pairs: int) -> None:
-    """The database holding only the targets (and the latest state), kept for the
-    layouts' new runs to be compared with."""
+def measure_empty(layout: Layout, pairs: int, runs: int = 0) -> None:
+    """The database holding only the targets (and the latest state), or `runs` earlier
+    runs too, kept for the layouts' new runs to be compared with."""
     asyncio.run(create_database(layout))
-    asyncio.run(build(layout, 0, pairs))
-    layout.figures["cli_start_s"] = min(cli(layout, "runs")[0] for _ in range(3))
+    asyncio.run(build(layout, runs, pairs))
+    if not runs:
+        layout.figures["cli_start_s"] = min(cli(layout, "runs")[0] for _ in range(3))
 
 
 ROWS = [
@@ -499,7 +506,9 @@ ROWS = [
     ("empty_snapshot_s", "  the same on the empty database", "s", None),
     ("write_per_s", "new run: answers written /s", "", None),
     ("empty_write_per_s", "  the same on the empty database", "", None),
-    ("write_ratio", "  ratio (median of alternating rounds)", "x", None),
+    ("empty_write_ratio", "  ratio (median of alternating rounds)", "x", None),
+    ("one_run_write_per_s", "  the same after one earlier run", "", None),
+    ("one_run_write_ratio", "  ratio (median of alternating rounds)", "x", None),
     ("runs_in_process", "in process: runs", "s", None),
     ("report_in_process", "in process: report", "s", None),
     ("changes_in_process", "in process: changes", "s", None),
@@ -526,9 +535,12 @@ def show(layouts: list[Layout], empty: dict[str, Layout]) -> bool:
         if base.figures.get("cli_start_s"):
             print(f"  {base.label}: `audit-job runs` (no runs) {base.figures['cli_start_s']:.2f} s")
     for lay in layouts:
-        ratio = lay.figures.get("write_ratio")
+        ratio = lay.figures.get("empty_write_ratio")
         if ratio is not None and lay.partitioned:
             ok &= _target(f"{lay.label}: writes vs empty", ratio >= 0.9, f"{ratio:.2f}x >= 0.90x")
+        ratio = lay.figures.get("one_run_write_ratio")
+        if ratio is not None:  # shown, not a target: what the history's size alone costs
+            _target(f"{lay.label}: writes vs one earlier run", ratio >= 0.9, f"{ratio:.2f}x")
         if lay.partitioned:
             for key, label, _unit, goal in ROWS:
                 if goal is None:
@@ -565,6 +577,7 @@ def run_all(
     if "mariadb" in backends:
         layouts.append(Layout("MariaDB", "my", False, True))
         empty["my"] = Layout("MariaDB empty", "my", False, True)
+    one_run = Layout("PG one run", "pg", True, True)  # the partitioned layout's second base
     try:
         for lay in layouts:
             pairs = int(1_000_000 * (mariadb_scale if lay.kind == "my" else scale))
@@ -572,13 +585,18 @@ def run_all(
             if not base.figures:  # once per backend, before its first layout
                 print(f"  {base.label}: the targets only ({pairs:,} pairs)", flush=True)
                 measure_empty(base, pairs)
-            measure(lay, base, runs, pairs)
+            second = None
+            if lay.kind == "pg" and lay.partitioned:
+                print(f"  {one_run.label}: one run of {pairs:,} pairs", flush=True)
+                measure_empty(one_run, pairs, runs=1)
+                second = one_run
+            measure(lay, base, runs, pairs, second)
             if not keep:
                 asyncio.run(drop_database(lay))
         ok = show(layouts, empty)
     finally:
         if not keep:
-            for lay in [*layouts, *empty.values()]:
+            for lay in [*layouts, *empty.values(), one_run]:
                 asyncio.run(drop_database(lay))
     return layouts, empty, ok
 

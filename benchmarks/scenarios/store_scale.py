@@ -28,7 +28,7 @@ def run(ctx: Context) -> None:
                 ctx.report.target(
                     "store_scale", f"{label} ({lay.label})", value, f"< {goal:g} s", value < goal
                 )
-        ratio = lay.figures["write_per_s"] / empty[lay.kind].figures["write_per_s"]
+        ratio = lay.figures["empty_write_ratio"]
         ctx.report.target(
             "store_scale",
             f"new run's writes vs empty ({lay.label})",
