@@ -12,8 +12,9 @@ times, as a user runs them (`audit-job` subprocesses, start-up included): `runs`
 `changes` of the latest run, `history APP USER`, `results --status error --format csv`
 piped to `wc -l`, and the same reports in process (no interpreter start-up); then a new
 run's snapshot (as `audit-job run` takes it) and its writes (the store's write path, batches
-of 500, a tenth of the pairs) beside the same on a database holding only the targets, in
-alternating chunks; then `prune` of the oldest 10 runs; and the database's size on disk.
+of 500, a tenth of the pairs) beside the same on a database holding only the targets, and
+(partitioned layout) on one holding a single earlier run, in alternating chunks; then
+`prune` of the oldest 10 runs; and the database's size on disk.
 
 Layouts: PostgreSQL partitioned by run with per-run summary rows (what the tool makes),
 PostgreSQL unpartitioned without summary rows (schema 0009's layout, reports counting
