@@ -577,7 +577,12 @@ async def test_a_frozen_leader_is_fenced_out_after_the_takeover(
     a_answers = [c for c in checks if c.request_id and _from(slow, c.request_id)]
     assert a_answers
     assert all(c.checked_at < woke_at for c in a_answers), len(a_answers)
-    assert "fenced" in a.log or "writes nothing more" in a.log
+    # Whichever A noticed first after waking: a batch refused by the fence, or its lease
+    # check (then the run stops before any batch is tried); the checks above show either way
+    # that nothing it obtained after waking was written.
+    assert (
+        "fenced" in a.log or "writes nothing more" in a.log or "stops without writing more" in a.log
+    ), a.log
     assert all(owner_pid(r.owner) != a.pid for r in runs if r.started_at >= woke_at)
     assert (await lease(db_url)).epoch >= frozen.epoch + 1
     assert_every_slot_once(await rows(db_url))

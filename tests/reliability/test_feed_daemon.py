@@ -188,7 +188,14 @@ async def test_metrics_and_healthz_show_violations_pending_events_and_a_failing_
             await asyncio.sleep(0.2)
         assert status == 200 and "sink refusing failing" in body and "archive" not in body
         assert refusing.url not in body and str(refusing.port) not in body
-        _, text = await get(port, "/metrics")
+        # The sink may fail on the first run's start event, before any answer opened a
+        # violation: scrape once the runs have opened some.
+        while True:
+            _, text = await get(port, "/metrics")
+            if re.search(r"^audit_job_open_violations\{.*\} [1-9]", text, re.M):
+                break
+            assert time.monotonic() < deadline + 30, "no open violation in /metrics"
+            await asyncio.sleep(0.2)
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=30) == 0
     assert metric(text, "audit_job_sink_failing", '{sink="refusing"}') == 1
