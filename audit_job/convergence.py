@@ -77,7 +77,7 @@ class DeliveryMeter:
         self.episode_last_sent = -math.inf
         self.ok_latency = 0.0  # the latest answer let through: its latency
 
-    def let_through(self, sent_at: float | None, now: float = 0.0) -> None:
+    def let_through(self, sent_at: float | None, now: float) -> None:
         """One answer let through, now; `sent_at` its request's send time, when known."""
         self.accepted += 1
         if sent_at is None:

@@ -303,13 +303,13 @@ class AdaptiveRateLimiter:
                 convergence.meter.restart(now)
         return True
 
-    def on_success(self, sent_at: float | None = None) -> None:
+    def on_success(self, sent_at: float | None = None, now: float | None = None) -> None:
         """Report an answer the server let through (anything but a throttle): the delivery
-        count the convergence step measures. O(1). `sent_at`: when its
-        request went out, on this limiter's clock (a throttling episode counts only the
-        requests sent during it)."""
+        count the convergence step measures. O(1). `sent_at`: when its request went out,
+        on this limiter's clock (a throttling episode counts only the requests sent during
+        it); `now`: that clock's reading at the answer, when the caller has one."""
         if self._convergence is not None:
-            self._convergence.meter.let_through(sent_at, self._clock())
+            self._convergence.meter.let_through(sent_at, self._clock() if now is None else now)
 
     def on_rate_limit(self, remaining: float, reset_seconds: float) -> None:
         """The server's own word (RateLimit / X-RateLimit headers): `remaining` requests

@@ -107,8 +107,9 @@ class RequestPacing:
             limiter.on_throttle(sent_at)
             self.gate.release()
         else:
-            limiter.on_success(sent_at)
-            held = None if slot_at is None else max(latency_seconds, self._clock() - slot_at)
+            now = self._clock()
+            limiter.on_success(sent_at, now)
+            held = None if slot_at is None else max(latency_seconds, now - slot_at)
             self.gate.release(latency_seconds, held)
 
     def no_answer(self) -> None:

@@ -272,9 +272,9 @@ def test_delivery_meter_needs_enough_answers() -> None:
     meter.mark(T0)
     meter.throttled(T0)
     for _ in range(5):
-        meter.let_through(None)
+        meter.let_through(None, T0)
     assert meter.rate(T0 + 0.1, since_throttling=True) is None
-    meter.let_through(None)
+    meter.let_through(None, T0)
     assert meter.rate(T0 + 0.1, since_throttling=True) == (pytest.approx(60), 6)
 
 
