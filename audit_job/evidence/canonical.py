@@ -10,8 +10,9 @@ Each line is canonical JSON followed by "\\n": keys sorted, no whitespace, UTF-8
 escapes beyond the ones JSON requires: `"`, `\\`, control characters, with \\b \\f \\n \\r \\t
 short), integers as integers, true/false/null, times as `YYYY-MM-DDTHH:MM:SS.ffffffZ`
 (UTC, always six fraction digits). For documents without fractional numbers this is RFC
-8785 (JCS), and it is exactly what Python's
-`json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)` writes.
+8785 (JCS), and, when no key holds a character beyond U+FFFF, exactly what Python's
+`json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)` writes (JCS
+sorts keys by UTF-16 code units, Python by code points: they differ only there).
 
 The run's digest is SHA-256 over run.json followed by results.jsonl:
 `cat run.json results.jsonl | sha256sum`. run.json carries the previous link's digest, so

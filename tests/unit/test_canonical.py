@@ -23,9 +23,12 @@ def reference(value: object) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+# Keys within the Basic Multilingual Plane: where UTF-16 order (JCS) and code point order
+# (Python) agree.
+BMP_KEY = st.text(st.characters(blacklist_categories=("Cs",), max_codepoint=0xFFFF), max_size=40)
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | INT | TEXT,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(TEXT, inner, max_size=4),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(BMP_KEY, inner, max_size=4),
     max_leaves=20,
 )
 
@@ -33,6 +36,14 @@ JSON_VALUES = st.recursive(
 @given(JSON_VALUES)
 def test_dumps_is_pythons_json_for_documents_without_fractions(value: object) -> None:
     assert canonical.dumps(value) == reference(value)
+
+
+def test_keys_beyond_the_bmp_sort_by_utf16_code_units_as_jcs_says() -> None:
+    """U+10000 is the surrogate pair D800 DC00 in UTF-16: before U+E000, where Python's
+    code point order puts it after."""
+    value = {"\ue000": None, "\U00010000": None}
+    assert canonical.dumps(value) == '{"\U00010000":null,"\ue000":null}'.encode()
+    assert canonical.dumps(value) != reference(value)
 
 
 def test_floats_follow_rfc_8785() -> None:
